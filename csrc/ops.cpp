@@ -1,0 +1,21 @@
+// Op schemas (one per op) and the Python module stub. Device implementations live in
+// csrc/cpu/<op>_cpu.cpp and csrc/cuda/cuda_ops.cpp; torch's dispatcher picks the device.
+#include <Python.h>
+#include "micro3diff.h"
+
+extern "C" {
+// `import micro3diff._C` loads this library, which registers the ops below as a side effect.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(micro3diff, m) {
+  // out = R(c_x * x - c_eps * eps + c_z * z); z = noise if given, else Philox(seed, offset).
+  // x: (V, D, C, H, W) f32; eps: same shape; rotate -> out (V, H, C, W, D), else (V, D, C, H, W).
+  m.def("fused_step(Tensor x, Tensor eps, float c_x, float c_eps, float c_z, bool rotate, Tensor? noise, int seed, int offset) -> Tensor");
+  // In-place identity variant: x <- c_x * x - c_eps * eps + c_z * z.
+  m.def("fused_step_(Tensor(a!) x, Tensor eps, float c_x, float c_eps, float c_z, Tensor? noise, int seed, int offset) -> ()");
+  // --- metrics ops (lineal path, two-point binning): schemas below this line ---
+}

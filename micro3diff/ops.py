@@ -1,0 +1,59 @@
+"""Dispatch: the compiled op for a tensor's device if it is built, else the pure-PyTorch twin.
+
+``M3D_OPS=auto`` (default) picks compiled when available and warns once per (op, device) when it
+falls back; ``M3D_OPS=compiled`` requires the compiled op (error if missing); ``M3D_OPS=reference``
+always uses the twin in ``micro3diff.reference``.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from . import _ext, reference
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _mode() -> str:
+    mode = os.environ.get("M3D_OPS", "auto")
+    if mode not in ("auto", "compiled", "reference"):
+        raise ValueError(f"M3D_OPS must be auto, compiled or reference, got {mode!r}")
+    return mode
+
+
+def use_compiled(op: str, device: torch.device) -> bool:
+    """Whether ``op`` runs compiled on ``device`` under the current ``M3D_OPS`` mode."""
+    mode = _mode()
+    if mode == "reference":
+        return False
+    if _ext.has_kernel(op, device.type):
+        return True
+    if mode == "compiled":
+        raise RuntimeError(f"M3D_OPS=compiled but micro3diff::{op} has no {device.type} kernel. {_ext.INSTALL_HINT}")
+    if (op, device.type) not in _warned:
+        _warned.add((op, device.type))
+        warnings.warn(f"micro3diff::{op}: no compiled {device.type} kernel, using the PyTorch reference twin", stacklevel=3)
+    return False
+
+
+def fused_step(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_z: float, *, rotate: bool,
+               noise: torch.Tensor | None = None, seed: int = 0, offset: int = 0) -> torch.Tensor:
+    """``R(c_x*x - c_eps*eps + c_z*z)`` out of place. x, eps: (V, D, C, H, W) float32.
+
+    z is ``noise`` when given, else standard normals drawn by Philox from (seed, offset).
+    Returns (V, H, C, W, D) when ``rotate`` else (V, D, C, H, W).
+    """
+    if use_compiled("fused_step", x.device):
+        return torch.ops.micro3diff.fused_step(x, eps, float(c_x), float(c_eps), float(c_z), rotate, noise, seed, offset)
+    return reference.fused_step(x, eps, c_x, c_eps, c_z, rotate=rotate, noise=noise, seed=seed, offset=offset)
+
+
+def fused_step_(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_z: float, *,
+                noise: torch.Tensor | None = None, seed: int = 0, offset: int = 0) -> torch.Tensor:
+    """In place ``x <- c_x*x - c_eps*eps + c_z*z`` (identity plane). Returns x."""
+    if use_compiled("fused_step_", x.device):
+        torch.ops.micro3diff.fused_step_(x, eps, float(c_x), float(c_eps), float(c_z), noise, seed, offset)
+        return x
+    return reference.fused_step_(x, eps, c_x, c_eps, c_z, noise=noise, seed=seed, offset=offset)

@@ -1,0 +1,127 @@
+"""Noise schedules and the coefficients of every affine sampler update (DESIGN.md 1.1-1.2).
+
+All numbers are float64; kernels receive plain Python floats. Timesteps are 0-based model indices:
+model timestep ``t = 0`` is the paper's ``t = 1`` (the last, noise-free step).
+
+Every update of the sampler is ``out = c_x * x - c_eps * eps + c_z * z`` (``Affine``):
+- denoise (DDPM, eq. 9 with sigma_t^2 = beta_t):  c_x = 1/sqrt(alpha), c_eps = beta/(sqrt(alpha) sqrt(1-alphabar)),
+  c_z = sqrt(beta) (0 at the last step);
+- DDIM(eta): c_x = sqrt(alphabar'/alphabar), c_eps = sqrt(alphabar'(1-alphabar)/alphabar) - sqrt(1-alphabar'-sigma^2),
+  c_z = sigma = eta sqrt((1-alphabar')/(1-alphabar)) sqrt(1-alphabar/alphabar')   (alphabar' = previous step's);
+- denoise then renoise (harmonize, paper eq. 21, x_t = sqrt(1-beta) x_{t-1} + sqrt(beta) z) composes to one map:
+  c_x sqrt(alpha), c_eps sqrt(alpha), sqrt(alpha c_z^2 + beta), drawn with one normal.
+A respaced schedule uses beta'_i = 1 - alphabar_{tau_i} / alphabar_{tau_{i-1}} everywhere (never the original beta).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Training noise schedule: ``kind`` "linear" (betas beta_start..beta_end) or "cosine" (Nichol & Dhariwal)."""
+
+    kind: str = "linear"
+    T: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 1e-2
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("linear", "cosine"):
+            raise UserError(f"schedule kind must be linear or cosine, got {self.kind!r}")
+        if self.T < 1:
+            raise UserError(f"schedule T must be >= 1, got {self.T}")
+
+
+@dataclass(frozen=True)
+class Affine:
+    """One sampler update ``out = c_x * x - c_eps * eps + c_z * z``."""
+
+    c_x: float
+    c_eps: float
+    c_z: float
+
+
+@dataclass(frozen=True)
+class Step:
+    """One reverse step of a (possibly respaced) schedule, noisy to clean.
+
+    ``t``: model timestep fed to the network; ``denoise``: the update to x_{t-1}; ``harmonize``: denoise
+    followed by renoise back to level t (used between the n_h denoiser calls of one step).
+    """
+
+    t: int
+    alphabar: float
+    alphabar_prev: float
+    beta: float
+    denoise: Affine
+    harmonize: Affine
+
+
+class NoiseSchedule:
+    """Betas, alphas and alphabars (float64, shape (T,)) of a training schedule, and its respacings."""
+
+    def __init__(self, config: ScheduleConfig = ScheduleConfig()):
+        self.config = config
+        T = config.T
+        if config.kind == "linear":
+            self.betas = torch.linspace(config.beta_start, config.beta_end, T, dtype=torch.float64)
+        else:
+            s = 0.008
+            f = torch.cos((torch.arange(T + 1, dtype=torch.float64) / T + s) / (1 + s) * math.pi / 2) ** 2
+            self.betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+        self.alphas = 1.0 - self.betas
+        self.alphabar = torch.cumprod(self.alphas, 0)
+
+    @property
+    def T(self) -> int:
+        return self.config.T
+
+    def timesteps(self, n_steps: int | None = None) -> list[int]:
+        """Increasing model timesteps tau_1 < ... < tau_S in 0..T-1, evenly spaced, always 0 and T-1 when S > 1."""
+        S = self.T if n_steps is None else int(n_steps)
+        if not 1 <= S <= self.T:
+            raise UserError(f"steps must be between 1 and T={self.T}, got {S}")
+        if S == 1:
+            return [self.T - 1]
+        return sorted({round(i * (self.T - 1) / (S - 1)) for i in range(S)})
+
+    def steps(self, n_steps: int | None = None, *, method: str = "ddpm", eta: float = 0.0) -> list[Step]:
+        """The reverse steps, noisy to clean, for ``n_steps`` respaced steps (None: all T).
+
+        ``method``: "ddpm" (ancestral, sigma^2 = beta') or "ddim" (with ``eta``; eta = 1 is DDPM-like).
+        """
+        if method not in ("ddpm", "ddim"):
+            raise UserError(f"sampling method must be ddpm or ddim, got {method!r}")
+        taus = self.timesteps(n_steps)
+        out = []
+        for i, t in enumerate(taus):
+            ab = float(self.alphabar[t])
+            ab_prev = float(self.alphabar[taus[i - 1]]) if i > 0 else 1.0
+            beta = 1.0 - ab / ab_prev
+            alpha = 1.0 - beta
+            last = i == 0
+            if method == "ddpm":
+                sigma = 0.0 if last else math.sqrt(beta)
+                den = Affine(1 / math.sqrt(alpha), beta / (math.sqrt(alpha) * math.sqrt(1 - ab)), sigma)
+            else:
+                sigma = 0.0 if last else eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+                c_eps = math.sqrt(ab_prev * (1 - ab) / ab) - math.sqrt(max(1 - ab_prev - sigma**2, 0.0))
+                den = Affine(math.sqrt(ab_prev / ab), c_eps, sigma)
+            harm = Affine(den.c_x * math.sqrt(alpha), den.c_eps * math.sqrt(alpha), math.sqrt(alpha * den.c_z**2 + beta))
+            out.append(Step(t, ab, ab_prev, beta, den, harm))
+        return out[::-1]
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Forward diffusion x_t = sqrt(alphabar_t) x0 + sqrt(1 - alphabar_t) noise. x0, noise: (B, C, H, W); t: (B,)."""
+        ab = self.alphabar.to(x0.device)[t].to(x0.dtype).view(-1, *([1] * (x0.dim() - 1)))
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self.config)

@@ -52,9 +52,10 @@ class UNetConfig:
 
 UNET_PRESETS: dict[str, UNetConfig] = {
     # CPU tests and quick experiments.
-    "tiny": UNetConfig(dim=16, dim_mults=(1, 2), attention=(False, True), num_resnet_blocks=1, heads=2, head_dim=16),
+    "tiny": UNetConfig(dim=16, dim_mults=(1, 2, 2), attention=(False, False, False), num_resnet_blocks=1, heads=2,
+                       head_dim=16),
     # Shipped CPU-trained models.
-    "small": UNetConfig(dim=32, dim_mults=(1, 2, 4), attention=(False, False, True), num_resnet_blocks=1,
+    "small": UNetConfig(dim=32, dim_mults=(1, 2, 2, 4), attention=(False, False, False, True), num_resnet_blocks=1,
                         heads=4, head_dim=32),
     "base": UNetConfig(dim=64, dim_mults=(1, 2, 4, 8), attention=(False, False, True, True), num_resnet_blocks=2,
                        heads=4, head_dim=32),

@@ -1,0 +1,443 @@
+"""Seeded synthetic microstructures: the paper's cases I and II and test materials with exact statistics.
+
+Every generator takes ``shape`` ((H, W) for one 2D image, (D, H, W) for a volume) and ``seed`` (anything
+``numpy.random.default_rng`` accepts) and returns a :class:`Microstructure` whose ``array`` is uint8.
+``image_stack`` turns any of them into a set of independent 2D images (N, H, W). Coordinates are array
+indices: voxel ``i`` has its centre at ``i``; a periodic structure wraps with period ``shape``.
+
+- ``spheres``: non-overlapping spheres (disks in 2D), normal diameters, random sequential addition (case I).
+- ``multiphase``: the same with several inclusion phases, labels 0 (matrix), 1..K.
+- ``polycrystal``: Laguerre tessellation with 1-pixel boundaries (value 1), three grain sizes (case II).
+- ``overlapping_spheres``: Boolean model, matrix = 1, so ``L(z) = phi^(1 + 3z/(4R))`` holds for phase 1.
+- ``ellipsoids``: aligned ellipsoids (overlapping Boolean model or non-overlapping), an anisotropic material.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import UserError
+
+Seed = int | np.random.SeedSequence | None
+
+_BATCH = 32  # candidate positions tried at once by random sequential addition
+_MAX_ATTEMPTS = 20_000  # candidate positions per particle before random sequential addition gives up
+_CHUNK = 1 << 20  # stencil points rendered at once
+_LAGUERRE_ITERATIONS = 6  # weight updates that bring Laguerre cells to their target sizes
+
+
+@dataclass(frozen=True)
+class Microstructure:
+    """A generated structure and what it was built from.
+
+    array:   uint8, shape (H, W), (D, H, W), or (N, H, W) for a stack of independent 2D images.
+    centres: (n, array.ndim) float64 particle centres or grain seeds, in index coordinates (None if none).
+    radii:   (n,) float64 sphere radii, or nominal grain radii (grain size / 2) for polycrystals.
+    phase:   (n,) uint8 value each particle's voxels carry in ``array``.
+    labels:  int32 grain id of every pixel (index into ``centres``), same shape as ``array``; polycrystals only.
+    stack:   True when ``array`` is (N, H, W) independent 2D images.
+    """
+
+    array: np.ndarray
+    centres: np.ndarray | None = None
+    radii: np.ndarray | None = None
+    phase: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    stack: bool = False
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+
+def _shape(shape: Sequence[int]) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise UserError(f"shape must be 2 or 3 positive sizes, got {shape}")
+    return shape
+
+
+def _fraction(name: str, value: float) -> float:
+    if not 0.0 < value < 1.0:
+        raise UserError(f"{name} must lie strictly between 0 and 1, got {value}")
+    return float(value)
+
+
+def _ball_measure(radius: np.ndarray | float, ndim: int) -> np.ndarray:
+    """Area (2D) or volume (3D) of a disk/ball of ``radius``."""
+    r = np.asarray(radius, dtype=float)
+    return np.pi * r**2 if ndim == 2 else 4.0 / 3.0 * np.pi * r**3
+
+
+# ------------------------------------------------------------------------------------------ geometry
+
+
+def _min_image(delta: np.ndarray, period: np.ndarray | None) -> np.ndarray:
+    """Coordinate differences (..., k) folded to the nearest periodic image (unchanged if not periodic)."""
+    return delta if period is None else delta - period * np.round(delta / period)
+
+
+def _covered(
+    centres: np.ndarray, semi_axes: np.ndarray, shape: tuple[int, ...], periodic: bool
+) -> Iterator[np.ndarray]:
+    """Yield flat indices of the voxels whose centres lie inside the ellipsoids, a chunk of particles at a time.
+
+    centres, semi_axes: (n, k). Voxel x is inside particle i if ``sum(((x - c_i) / a_i)^2) <= 1``.
+    """
+    k = len(shape)
+    reach = np.ceil(semi_axes.max(axis=0)).astype(np.int64)
+    offsets = np.stack(np.meshgrid(*[np.arange(-r, r + 2) for r in reach], indexing="ij"), -1).reshape(-1, k)
+    per_chunk = max(1, _CHUNK // len(offsets))
+    for start in range(0, len(centres), per_chunk):
+        c, a = centres[start : start + per_chunk], semi_axes[start : start + per_chunk]
+        pos = np.floor(c).astype(np.int64)[:, None, :] + offsets[None]  # (n, m, k)
+        inside = (((pos - c[:, None, :]) / a[:, None, :]) ** 2).sum(-1) <= 1.0
+        pos = pos[inside]
+        if periodic:
+            pos %= shape
+        else:
+            pos = pos[np.all((pos >= 0) & (pos < shape), axis=1)]
+        yield np.ravel_multi_index(tuple(pos.T), shape)
+
+
+def _free_spot(
+    rho: float,
+    centres: np.ndarray,
+    rhos: np.ndarray,
+    aspect: np.ndarray,
+    shape: tuple[int, ...],
+    periodic: bool,
+    rng: np.random.Generator,
+    max_attempts: int,
+) -> np.ndarray | None:
+    """A uniformly drawn centre (k,) where particle ``rho`` overlaps none of ``centres`` (n, k), or None.
+
+    Particle i is ``{x: |(x - c_i) / aspect| <= rho_i}``; two overlap iff ``|(c_i - c_j) / aspect| <= rho_i + rho_j``
+    (minimum periodic image). Tries ``max_attempts`` positions, ``_BATCH`` at a time.
+    """
+    period = np.asarray(shape, dtype=float) if periodic else None
+    for _ in range(0, max_attempts, _BATCH):
+        candidates = rng.random((_BATCH, len(shape))) * shape - (0.0 if periodic else 0.5)
+        gap = np.linalg.norm(_min_image(candidates[:, None] - centres[None], period) / aspect, axis=-1)
+        free = np.all(gap > rho + rhos, axis=1)
+        if free.any():
+            return candidates[np.argmax(free)]
+    return None
+
+
+def _rsa(
+    shape: tuple[int, ...],
+    targets: np.ndarray,
+    order: Sequence[int],
+    draw: Callable[[int], float],
+    aspect: np.ndarray,
+    periodic: bool,
+    rng: np.random.Generator,
+    max_attempts: int,
+) -> Microstructure:
+    """Random sequential addition of non-overlapping particles until each phase reaches its voxel fraction.
+
+    targets: (K,) voxel fractions; phase p has array value p + 1 and sizes ``rho = draw(p)`` (see
+    ``_free_spot``). Phases are filled one after the other in ``order`` (big particles first pack best).
+    """
+    size = math.prod(shape)
+    volume = np.zeros(size, np.uint8)
+    counts = np.zeros(len(targets))
+    centres: list[np.ndarray] = []
+    rhos: list[float] = []
+    phases: list[int] = []
+    for p in order:
+        while counts[p] < targets[p] * size:
+            rho = draw(p)
+            placed = np.reshape(centres, (-1, len(shape)))
+            spot = _free_spot(rho, placed, np.asarray(rhos), aspect, shape, periodic, rng, max_attempts)
+            if spot is None:
+                raise UserError(
+                    f"cannot place more non-overlapping particles after {max_attempts} attempts: volume fraction "
+                    f"{counts.sum() / size:.3f} reached of {targets.sum():.3f} requested; ask for less"
+                )
+            centres.append(spot)
+            rhos.append(rho)
+            phases.append(p + 1)
+            for flat in _covered(spot[None], rho * aspect[None], shape, periodic):
+                volume[flat] = p + 1
+                counts[p] += len(flat)
+    return Microstructure(volume.reshape(shape), np.array(centres), np.array(rhos), np.array(phases, np.uint8))
+
+
+def _boolean(
+    shape: tuple[int, ...], semi_axes: np.ndarray, covered_fraction: float, periodic: bool, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean model of identical aligned ellipsoids (semi_axes (k,)) covering ``covered_fraction`` on average.
+
+    Poisson germs with intensity ``lambda = -ln(1 - f) / |E|`` so ``P(x uncovered) = exp(-lambda |E|) = 1 - f``.
+    Returns (covered uint8 mask of ``shape``, centres (n, k)). Without periodicity, germs within reach
+    outside the window are included so the window sees a stationary pattern.
+    """
+    intensity = -math.log1p(-covered_fraction) / (math.prod(semi_axes) * _ball_measure(1.0, len(shape)))
+    pad = np.zeros(len(shape)) if periodic else np.ceil(semi_axes)
+    extent = np.asarray(shape) + 2 * pad
+    centres = rng.random((rng.poisson(intensity * math.prod(extent)), len(shape))) * extent - pad
+    mask = np.zeros(math.prod(shape), np.uint8)
+    for flat in _covered(centres, np.broadcast_to(semi_axes, centres.shape), shape, periodic):
+        mask[flat] = 1
+    return mask.reshape(shape), centres
+
+
+# ------------------------------------------------------------------------------------------ generators
+
+
+def multiphase(
+    shape: Sequence[int] = (64, 64, 64),
+    diameter_mean: Sequence[float] = (15.0, 7.0),
+    diameter_sd: Sequence[float] = (3.0, 1.5),
+    volume_fraction: Sequence[float] = (0.15, 0.1),
+    periodic: bool = True,
+    seed: Seed = None,
+    max_attempts: int = _MAX_ATTEMPTS,
+) -> Microstructure:
+    """Non-overlapping spheres (disks in 2D) of K kinds in a matrix: labels 0 (matrix) and 1..K.
+
+    Kind p has diameters ~ Normal(diameter_mean[p], diameter_sd[p]) (redrawn outside [1, min(shape) - 1])
+    and fills ``volume_fraction[p]`` of the voxels (reached or just passed); phases with bigger particles
+    are placed first, the others fill the gaps.
+    Raises UserError for impossible parameters or when no free position is found.
+    """
+    shape = _shape(shape)
+    means, sds, targets = (np.atleast_1d(np.asarray(v, float)) for v in (diameter_mean, diameter_sd, volume_fraction))
+    if not len(means) == len(sds) == len(targets) or len(means) > 255:
+        raise UserError("diameter_mean, diameter_sd and volume_fraction need one value per inclusion phase")
+    for f in targets:
+        _fraction("volume_fraction", f)
+    _fraction("total volume fraction", targets.sum())
+    if (means <= 0).any() or (sds < 0).any():
+        raise UserError("diameters must be positive and their standard deviations non-negative")
+    if (means >= min(shape) / 2).any():
+        raise UserError(f"mean diameter must be below half the smallest side ({min(shape) / 2}) of shape {shape}")
+    rng = np.random.default_rng(seed)
+
+    def draw_radius(p: int) -> float:
+        while not 1.0 <= (d := rng.normal(means[p], sds[p])) <= min(shape) - 1:
+            pass
+        return d / 2
+
+    order = np.argsort(-means, kind="stable")
+    return _rsa(shape, targets, order, draw_radius, np.ones(len(shape)), periodic, rng, max_attempts)
+
+
+def spheres(
+    shape: Sequence[int] = (300, 64, 64),
+    diameter_mean: float = 15.0,
+    diameter_sd: float = 4.0,
+    volume_fraction: float = 0.2,
+    periodic: bool = True,
+    seed: Seed = None,
+    max_attempts: int = _MAX_ATTEMPTS,
+) -> Microstructure:
+    """Non-overlapping spherical inclusions (1) in a matrix (0), paper case I (64 x 64 x 300 voxels).
+
+    Diameters ~ Normal(diameter_mean, diameter_sd); every drawn sphere is placed (so the placed diameters
+    keep that law) until ``volume_fraction`` of the voxels is reached (up to about 0.25-0.3 for 15 +- 4
+    in 64 x 64 x 300; beyond that random addition jams and UserError says so). A 2D shape gives disks.
+    ``centres`` (n, ndim) and ``radii`` (n,) list the placed spheres. Raises UserError if it cannot be done.
+    """
+    return multiphase(shape, (diameter_mean,), (diameter_sd,), (volume_fraction,), periodic, seed, max_attempts)
+
+
+def overlapping_spheres(
+    shape: Sequence[int] = (128, 128, 128),
+    radius: float = 6.0,
+    matrix_fraction: float = 0.6,
+    periodic: bool = True,
+    seed: Seed = None,
+) -> Microstructure:
+    """Boolean model of overlapping spheres (disks in 2D) of ``radius``; the matrix outside them is 1.
+
+    The expected matrix fraction is ``phi = matrix_fraction = exp(-n |B_R| / V)``, so for phase 1
+    ``L(z) = phi^(1 + 3z/(4R))`` and ``S2(r) = phi^(1 + 3r/(4R) - r^3/(16R^3))`` (r <= 2R) in 3D.
+    """
+    shape = _shape(shape)
+    phi = _fraction("matrix_fraction", matrix_fraction)
+    if not 0 < radius < min(shape) / 2:
+        raise UserError(f"radius must be positive and below half the smallest side of shape {shape}, got {radius}")
+    rng = np.random.default_rng(seed)
+    covered, centres = _boolean(shape, np.full(len(shape), float(radius)), 1.0 - phi, periodic, rng)
+    n = len(centres)
+    return Microstructure(1 - covered, centres, np.full(n, float(radius)), np.zeros(n, np.uint8))
+
+
+def ellipsoids(
+    shape: Sequence[int] = (64, 64, 64),
+    semi_axes: Sequence[float] = (12.0, 4.0, 4.0),
+    volume_fraction: float = 0.2,
+    overlapping: bool = True,
+    periodic: bool = True,
+    seed: Seed = None,
+    max_attempts: int = _MAX_ATTEMPTS,
+) -> Microstructure:
+    """Identical axis-aligned ellipsoids (1) in a matrix (0): an anisotropic test material.
+
+    semi_axes: one per array axis, e.g. (a_d, a_h, a_w) = (12, 4, 4) for needles along D.
+    overlapping=True: Boolean model with expected ellipsoid fraction ``volume_fraction``; False: random
+    sequential addition of non-overlapping ellipsoids until that voxel fraction is reached.
+    """
+    shape = _shape(shape)
+    axes = np.asarray(semi_axes, dtype=float)
+    f = _fraction("volume_fraction", volume_fraction)
+    if axes.shape != (len(shape),) or (axes <= 0).any() or (2 * axes >= shape).any():
+        raise UserError(
+            f"semi_axes need {len(shape)} positive values, each below half its side of {shape}; got {tuple(axes)}"
+        )
+    rng = np.random.default_rng(seed)
+    if not overlapping:
+        made = _rsa(shape, np.array([f]), [0], lambda p: 1.0, axes, periodic, rng, max_attempts)
+        return replace(made, radii=None)
+    covered, centres = _boolean(shape, axes, f, periodic, rng)
+    return Microstructure(covered, centres, None, np.ones(len(centres), np.uint8))
+
+
+def polycrystal(
+    shape: Sequence[int] = (64, 64),
+    grain_sizes: Sequence[float] = (6.0, 9.0, 12.0),
+    periodic: bool = True,
+    seed: Seed = None,
+) -> Microstructure:
+    """Laguerre (power-weighted Voronoi) grains with 1-pixel boundaries (1) between grain interiors (0).
+
+    Paper case II: grain sizes 6, 9 and 12 px (equivalent diameters) each covering an equal share of a
+    64 x 64 image. Each class gets ``round(area / K / |B_(d/2)|)`` seeds, placed as non-overlapping disks
+    of the scaled radius so cells are compact, with Laguerre weights = squared radii; the weights are then
+    adjusted so every cell reaches its target size. A pixel is boundary when its owner differs from the
+    owner of its next pixel along any axis (one-sided: thin, 8-connected lines). 3D shapes give a volume.
+    ``labels`` holds each pixel's grain (owner) and ``radii`` the nominal grain radius of each seed.
+    """
+    shape = _shape(shape)
+    sizes = np.asarray(grain_sizes, dtype=float)
+    k, total = len(shape), math.prod(shape)
+    if sizes.ndim != 1 or len(sizes) == 0 or (sizes < 2).any() or (sizes > min(shape)).any():
+        raise UserError(f"grain sizes must be between 2 and the smallest side {min(shape)}, got {tuple(sizes)}")
+    counts = [max(1, round(total / len(sizes) / float(_ball_measure(d / 2, k)))) for d in sizes]
+    radii = np.sort(np.repeat(sizes / 2, counts))[::-1]
+    target = _ball_measure(radii, k)
+    target *= total / target.sum()
+    rng = np.random.default_rng(seed)
+    # Seeds: non-overlapping balls filling ~45 % (2D) / 30 % (3D) of the space, biggest first.
+    scale = ((0.45 if k == 2 else 0.3) * total / _ball_measure(radii, k).sum()) ** (1 / k)
+    centres = _seeds(radii * scale, shape, periodic, rng)
+    weights = (radii * scale) ** 2
+    for i in range(_LAGUERRE_ITERATIONS + 1):
+        owner = _laguerre(centres, weights, shape, periodic)
+        if i < _LAGUERRE_ITERATIONS:
+            cells = np.bincount(owner.ravel(), minlength=len(radii))
+            # Raising w_i by dw moves each facet by ~dw / (4 r): half of the step that would close the gap.
+            weights = weights + 2 * radii**2 * (target - cells) / (k * _ball_measure(radii, k))
+    boundary = np.zeros(shape, bool)
+    for axis in range(k):
+        if periodic:
+            boundary |= owner != np.roll(owner, -1, axis)
+        else:
+            here, ahead = [slice(None)] * k, [slice(None)] * k
+            here[axis], ahead[axis] = slice(None, -1), slice(1, None)
+            boundary[tuple(here)] |= owner[tuple(here)] != owner[tuple(ahead)]
+    return Microstructure(boundary.astype(np.uint8), centres, radii, None, owner.astype(np.int32))
+
+
+def _seeds(radii: np.ndarray, shape: tuple[int, ...], periodic: bool, rng: np.random.Generator) -> np.ndarray:
+    """Centres (n, k) of non-overlapping balls of ``radii``, placed in the given order; a ball that finds no
+    free spot is put at a random one (seeds only need to be spread, not disjoint)."""
+    centres = np.empty((len(radii), len(shape)))
+    ones = np.ones(len(shape))
+    for n, r in enumerate(radii):
+        spot = _free_spot(r, centres[:n], radii[:n], ones, shape, periodic, rng, _MAX_ATTEMPTS)
+        centres[n] = rng.random(len(shape)) * shape if spot is None else spot
+    return centres
+
+
+def _laguerre(centres: np.ndarray, weights: np.ndarray, shape: tuple[int, ...], periodic: bool) -> np.ndarray:
+    """Owner (argmin of the power distance ``|x - c_i|^2 - w_i``) of every pixel: int array of ``shape``.
+
+    Lifting seeds to ``(c_i, sqrt(max w - w_i))`` and pixels to ``(x, 0)`` turns the power distance into a
+    Euclidean one plus a constant, so a k-d tree nearest-neighbour query finds the owner.
+    """
+    try:
+        from scipy.spatial import cKDTree
+    except ImportError:
+        raise UserError("polycrystals need scipy: pip install scipy") from None
+
+    lift = np.sqrt(weights.max() - weights)
+    seeds = np.column_stack([centres, lift])
+    pixels = np.column_stack([np.indices(shape).reshape(len(shape), -1).T, np.zeros(math.prod(shape))])
+    box = None
+    if periodic:  # the lift axis gets a period too large to ever wrap
+        box = np.r_[shape, 4 * lift.max() + 1.0]
+        seeds %= box
+    return cKDTree(seeds, boxsize=box).query(pixels)[1].reshape(shape)
+
+
+def image_stack(
+    generate: Callable[..., Microstructure], count: int, shape: Sequence[int], seed: Seed = None, **kwargs: Any
+) -> Microstructure:
+    """``count`` independent 2D images from ``generate`` (any generator here) as one (count, H, W) stack.
+
+    Image i uses the i-th child of ``SeedSequence(seed)``. Centres gain the image index as first
+    coordinate; grain labels are offset so they stay indices into the concatenated centres.
+    """
+    if len(shape) != 2 or count < 1:
+        raise UserError(f"an image stack needs a 2D shape (H, W) and count >= 1; got {tuple(shape)}, {count}")
+    parts = [generate(shape, seed=s, **kwargs) for s in np.random.SeedSequence(seed).spawn(count)]
+
+    def joined(field: str) -> np.ndarray | None:
+        values = [getattr(p, field) for p in parts]
+        return None if values[0] is None else np.concatenate(values)
+
+    centres = joined("centres")
+    if centres is not None:
+        index = np.repeat(np.arange(count, dtype=float), [len(p.centres) for p in parts])
+        centres = np.column_stack([index, centres])
+    labels = None
+    if parts[0].labels is not None:
+        offsets = np.cumsum([0] + [len(p.centres) for p in parts[:-1]])
+        labels = np.stack([p.labels + o for p, o in zip(parts, offsets)]).astype(np.int32)
+    return Microstructure(np.stack([p.array for p in parts]), centres, joined("radii"), joined("phase"), labels, True)
+
+
+# ---------------------------------------------------------------------------------------- statistics
+
+
+def describe(m: Microstructure) -> dict[str, Any]:
+    """Achieved statistics (JSON-able): phase fractions, particle diameters per phase, grain classes."""
+    values, counts = np.unique(m.array, return_counts=True)
+    out: dict[str, Any] = {
+        "shape": list(m.array.shape),
+        "stack": m.stack,
+        "phase_fractions": {str(int(v)): float(c) / m.array.size for v, c in zip(values, counts)},
+    }
+    if m.labels is not None:  # grains: cell sizes per nominal size class
+        k = 2 if m.stack else m.array.ndim
+        cells = np.bincount(m.labels.ravel(), minlength=len(m.radii)).astype(float)
+        diameter = 2 * (cells / _ball_measure(1.0, k)) ** (1 / k)
+        out["grain_classes"] = {
+            f"{2 * r:g}": {
+                "grains": int(sel.sum()),
+                "fraction": float(cells[sel].sum()) / m.array.size,
+                "equivalent_diameter_mean": float(diameter[sel].mean()),
+                "equivalent_diameter_sd": float(diameter[sel].std()),
+            }
+            for r in np.unique(m.radii)[::-1]
+            if (sel := m.radii == r).any()
+        }
+    elif m.centres is not None:
+        out["particles"] = int(len(m.centres))
+        if m.radii is not None:
+            out["diameters"] = {
+                str(int(p)): {
+                    "count": int(sel.sum()),
+                    "mean": float(2 * m.radii[sel].mean()),
+                    "sd": float(2 * m.radii[sel].std()),
+                }
+                for p in np.unique(m.phase)
+                if (sel := m.phase == p).any()
+            }
+    return out

@@ -1,0 +1,87 @@
+"""Seconds per volume of the whole sampler, fused (compiled) vs reference-twin updates, and the U-Net share.
+
+UNET_PRESETS["small"] with random weights, one volume at a time, same seed and NFE in both modes; writes
+benchmarks/results/sampler_<device>.json (device, versions, command, date) and prints a table.
+
+    nice -n 10 python benchmarks/sampler_report.py [--sizes 32 64] [--preset preview] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from micro3diff import _ext
+from micro3diff.io import provenance, write_json
+from micro3diff.sampler import sample_volume, sampler_settings
+from micro3diff.schedule import NoiseSchedule
+from micro3diff.unet import UNET_PRESETS, UNet
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--preset", default="preview")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per case (the fastest is reported)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/sampler_<device>.json)")
+    args = ap.parse_args()
+
+    device = torch.device(args.device)
+    modes = ["compiled", "reference"] if _ext.has_kernel("fused_step", device.type) else ["reference"]
+    torch.manual_seed(0)
+    model = UNet(UNET_PRESETS["small"]).to(device).eval()
+    nn.init.normal_(model.out_conv.weight, std=0.02)  # zero-initialised otherwise: eps = 0
+    schedule, settings = NoiseSchedule(), sampler_settings(args.preset)
+    rows = []
+    for n in args.sizes:
+        sample_volume(model, schedule, (n, n, n), steps=2, n_harmonize=1, device=device)  # warm-up
+        runs, volumes = {}, {}
+        for mode in modes:
+            os.environ["M3D_OPS"] = mode
+            best = min((sample_volume(model, schedule, (n, n, n), preset=settings, seed=0, device=device)
+                        for _ in range(args.repeats)), key=lambda r: r.seconds)
+            runs[mode], volumes[mode] = best, best.volume
+            rows.append({"size": n, "ops": mode, "nfe": best.nfe, "seconds": best.seconds,
+                         "seconds_network": best.seconds_network, "seconds_other": best.seconds_other,
+                         "unet_share": best.seconds_network / best.seconds})
+        if len(modes) == 2:
+            rows[-2]["reference_over_fused"] = runs["reference"].seconds / runs["compiled"].seconds
+            rows[-2]["other_reference_over_fused"] = runs["reference"].seconds_other / runs["compiled"].seconds_other
+            rows[-2]["max_abs_diff_vs_reference"] = (volumes["compiled"] - volumes["reference"]).abs().max().item()
+    os.environ.pop("M3D_OPS")
+
+    print(f"{'size':>5} {'ops':>10} {'NFE':>5} {'s/volume':>9} {'network':>9} {'other':>8} {'U-Net share':>11} {'ref/fused':>9}")
+    for r in rows:
+        ratio = f"{r['reference_over_fused']:.3f}" if "reference_over_fused" in r else ""
+        print(f"{r['size']:>5} {r['ops']:>10} {r['nfe']:>5} {r['seconds']:>9.2f} {r['seconds_network']:>9.2f} "
+              f"{r['seconds_other']:>8.3f} {r['unet_share']:>11.3f} {ratio:>9}")
+    out = args.out or RESULTS / f"sampler_{device.type}.json"
+    write_json(out, {
+        "benchmark": "sampler", "device": device_name(device), "device_type": device.type,
+        "threads": torch.get_num_threads(), "unet": "small (random weights)", "preset": args.preset,
+        "settings": settings, "repeats": args.repeats, "rows": rows,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]), "versions": provenance(),
+        "date": provenance()["date"],
+    })
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""``m3d sample``: 3D volumes from a trained 2D model by multi-plane harmonized sampling.
+
+Per volume i: ``<stem>_<i>.tif`` (uint8 phases, (D, H, W) ImageJ stack) and/or ``.npy``,
+``<stem>_<i>_ortho.png`` (central yz | xz | xy slices) and, written last, the sidecar ``<stem>_<i>.json``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .. import sampler
+from ..errors import UserError
+from ._common import pick_device, user_errors
+
+
+def _rank_world() -> tuple[int, int]:
+    """(RANK, WORLD_SIZE) as set by torchrun, (0, 1) otherwise."""
+    try:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise UserError("RANK and WORLD_SIZE must be integers") from None
+    if not 0 <= rank < world:
+        raise UserError(f"need 0 <= RANK < WORLD_SIZE, got RANK={rank} WORLD_SIZE={world}")
+    return rank, world
+
+
+def _plane_names(model: str | None, specs: tuple[str, ...]) -> dict[str, str]:
+    """{plane: checkpoint} from MODEL and ``--models PLANE=MODEL[,PLANE=MODEL...]`` (repeatable)."""
+    planes: dict[str, str] = {}
+    for item in (part for spec in specs for part in spec.split(",") if part):
+        plane, sep, name = item.partition("=")
+        if not sep or not name or plane not in sampler.PLANES or plane in planes:
+            raise UserError(f"bad --models entry {item!r}: use PLANE=MODEL once per plane, PLANE in "
+                            f"{', '.join(sampler.PLANES)}")
+        planes[plane] = name
+    missing = [p for p in sampler.PLANES if p not in planes]
+    if missing and model is None:
+        raise UserError(f"give MODEL or --models for every plane (missing {', '.join(missing)})")
+    return {p: planes.get(p, model) for p in sampler.PLANES}
+
+
+def _orthoslices(phases: np.ndarray, n_phases: int) -> np.ndarray:
+    """(D, H, W) labels -> gray image of the central yz | xz | xy slices side by side, 2-pixel gaps."""
+    D, H, W = phases.shape
+    slices = [phases[D // 2], phases[:, H // 2, :], phases[:, :, W // 2]]  # (H, W), (D, W), (D, H)
+    rows = max(s.shape[0] for s in slices)
+    gap = np.full((rows, 2), 128, np.uint8)
+    tiles = []
+    for s in slices:
+        tile = np.full((rows, s.shape[1]), 128, np.uint8)
+        tile[: s.shape[0]] = (s.astype(np.uint16) * 255 // max(n_phases - 1, 1)).astype(np.uint8)
+        tiles += [tile, gap]
+    return np.concatenate(tiles[:-1], axis=1)
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--models", "plane_specs", multiple=True, metavar="PLANE=MODEL",
+              help="Per-plane model (yz, xz, xy) for anisotropic materials; repeat or comma-separate. "
+                   "Planes not given use MODEL.")
+@click.option("--size", type=int, help="Cubic volume side (default: the model's training image size, else 64).")
+@click.option("--shape", type=int, nargs=3, metavar="D H W", help="Non-cubic volume (x, y, z sides).")
+@click.option("--count", type=int, default=1, show_default=True, help="Number of volumes.")
+@click.option("--preset", type=click.Choice(list(sampler.PRESETS)), default="fast", show_default=True,
+              help="Steps / harmonization settings; --steps, --harmonize, --method, --eta override it.")
+@click.option("--steps", type=int, help="Respaced reverse steps (1..T).")
+@click.option("--harmonize", "n_harmonize", type=int, help="Denoiser calls per step (n_h).")
+@click.option("--method", type=click.Choice(["ddpm", "ddim"]))
+@click.option("--eta", type=float, help="DDIM eta.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Volume i uses seed + i.")
+@click.option("--device", help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK if available, else cpu).")
+@click.option("--max-batch", type=int, help="Slices per network forward (default: all of a plane).")
+@click.option("--periodic", is_flag=True, help="Circular padding: a periodic volume.")
+@click.option("--format", "fmt", type=click.Choice(["tif", "npy", "both"]), default="tif", show_default=True)
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("samples"), show_default=True)
+@click.option("--stem", help="File name stem (default: the checkpoint's name).")
+@click.option("--overwrite", is_flag=True, help="Redo volumes whose files already exist (default: skip them).")
+@user_errors
+def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, shape: tuple[int, ...],
+           count: int, preset: str, steps: int | None, n_harmonize: int | None, method: str | None,
+           eta: float | None, seed: int, device: str | None, max_batch: int | None, periodic: bool, fmt: str,
+           out_dir: Path, stem: str | None, overwrite: bool) -> None:
+    """Generate COUNT volumes from MODEL (a checkpoint file or a shipped model name).
+
+    Under `torchrun --nproc_per_node N m3d sample ...` rank r of N makes volumes r, r + N, ...; volume i
+    always uses seed + i, so its content does not depend on N, on the rank or on what was skipped.
+    Interrupted runs resume: volumes whose files all exist are skipped.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from ..checkpoint import load_checkpoint
+    from ..io import provenance, write_array, write_json
+    from ..schedule import NoiseSchedule
+
+    rank, world = _rank_world()
+    if count < 1:
+        raise UserError(f"--count must be >= 1, got {count}")
+    if size is not None and shape:
+        raise UserError("give --size or --shape, not both")
+    settings = sampler.sampler_settings(preset, steps=steps, n_harmonize=n_harmonize, method=method, eta=eta)
+    names = _plane_names(model, plane_specs)
+    if device is None and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    dev = pick_device(device)
+    ckpts = {name: load_checkpoint(name, dev) for name in dict.fromkeys(names.values())}
+    plane_ckpts = {p: ckpts[n] for p, n in names.items()}
+    first = plane_ckpts["yz"]
+    if any(c.schedule != first.schedule for c in ckpts.values()):
+        raise UserError("per-plane models were trained with different noise schedules")
+    shape = tuple(shape) if shape else (size or int(first.data.get("image_size", 64)),) * 3
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {out_dir} is not writable")
+    stem = stem or Path(first.path).stem
+    schedule = NoiseSchedule(first.schedule)
+    suffixes = {"tif": [".tif"], "npy": [".npy"], "both": [".tif", ".npy"]}[fmt]
+    models = {p: c.model for p, c in plane_ckpts.items()}
+
+    for i in range(rank, count, world):
+        base = out_dir / f"{stem}_{i}"
+        arrays = [base.with_name(base.name + s) for s in suffixes]
+        ortho, sidecar = base.with_name(base.name + "_ortho.png"), base.with_name(base.name + ".json")
+        if not overwrite and all(p.exists() for p in [*arrays, ortho, sidecar]):
+            click.echo(f"skip {sidecar.name} (exists; --overwrite to redo)")
+            continue
+        with tqdm(total=settings.steps, desc=f"volume {i}", unit="step", disable=None, leave=False) as bar:
+            res = sampler.sample_volume(models, schedule, shape, 1, preset=settings, seed=seed + i, device=dev,
+                                        max_batch=max_batch, periodic=periodic, callback=lambda rec: bar.update())
+        phases = res.phases[0].cpu().numpy()
+        for path in arrays:
+            write_array(path, phases)
+        write_array(ortho, _orthoslices(phases, max(2, res.volume.shape[1])))
+        write_json(sidecar, {
+            "volume": i, "seed": seed + i, "base_seed": seed, "count": count, "shape": list(shape),
+            "channels": res.volume.shape[1], "periodic": periodic,
+            "preset": preset, **{f: getattr(settings, f) for f in ("steps", "n_harmonize", "method", "eta")},
+            "nfe": res.nfe, "seconds": res.seconds, "seconds_network": res.seconds_network,
+            "models": {p: c.describe() for p, c in plane_ckpts.items()}, "schedule": schedule.to_dict(),
+            "device": str(dev), "max_batch": max_batch, "rank": rank, "world_size": world,
+            "files": [p.name for p in [*arrays, ortho]], "command": sys.argv, "versions": provenance(),
+        })
+        click.echo(f"wrote {base.name} ({res.seconds:.1f} s, {res.nfe} network calls)")

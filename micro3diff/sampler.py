@@ -1,0 +1,256 @@
+"""Multi-plane harmonized sampling (paper Algorithm 1, DESIGN.md 1.2): 3D volumes from a 2D eps-model.
+
+Layout: ``x`` is (V, D, C, H, W), volume axes D = x, H = y, W = z; the model's batch is the free reshape
+(V*D, C, H, W): the slices along the leading spatial axis, the yz plane first. One rotation
+R: (d, h, w) -> (h, w, d) moves to xz, then xy, then yz again.
+
+Each step (noisy to clean) makes n_h denoiser calls: between two calls the ``harmonize`` update (denoise,
+eq. 17, then renoise, eq. 21, composed into one affine map), after the last call the ``denoise`` update
+fused with R. Algorithm 1 line 9 reads "if t_h < n_h and t < 1": a typo for t > 1. At the last step
+(t = 1, sigma = 0) there is no renoise, so its n_h calls would all see the same input; it makes one.
+
+Noise and reproducibility: volume v of a call has seed ``seed + v``; its x_T comes from torch's CPU
+generator seeded with it and the z of update k (k = 0, 1, ... over all denoiser calls) from the kernels'
+Philox stream (seed + v, offset = k). A volume is therefore a function of (models, schedule, settings,
+shape, its seed) alone: the same whatever the batch of volumes, the slice chunking ``max_batch``, the rank
+it ran on, compiled or reference ops, CPU or CUDA, up to float rounding (which the network's batch-size-
+and device-dependent kernels also add, and which a long chain can amplify).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from . import ops
+from .errors import UserError
+from .schedule import Affine, NoiseSchedule
+from .unet import set_periodic
+
+PLANES = ("yz", "xz", "xy")
+# permute (V, D', C, H', W') after r % 3 rotations back to (V, C, D, H, W)
+_CANONICAL = ((0, 2, 1, 3, 4), (0, 2, 4, 1, 3), (0, 2, 3, 4, 1))
+
+
+@dataclass(frozen=True)
+class SamplerPreset:
+    """Settings: ``steps`` respaced steps, ``n_harmonize`` denoiser calls per step, ``method`` ddpm|ddim, ``eta``."""
+
+    steps: int
+    n_harmonize: int
+    method: str = "ddpm"
+    eta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.n_harmonize < 1:
+            raise UserError(f"steps and n_harmonize must be >= 1, got {self.steps} and {self.n_harmonize}")
+        if self.method not in ("ddpm", "ddim"):
+            raise UserError(f"sampling method must be ddpm or ddim, got {self.method!r}")
+        if self.eta < 0:
+            raise UserError(f"eta must be >= 0, got {self.eta}")
+
+    @property
+    def nfe(self) -> int:
+        """Denoiser calls per volume: n_h per step, one at the last step."""
+        return (self.steps - 1) * self.n_harmonize + 1
+
+
+PRESETS: dict[str, SamplerPreset] = {
+    "paper": SamplerPreset(steps=1000, n_harmonize=10),  # paper 3.4 / Fig. 7: T = 1000, n_h = 10 (9991 calls)
+    "quality": SamplerPreset(steps=250, n_harmonize=5),  # 1246 calls
+    "fast": SamplerPreset(steps=100, n_harmonize=3),  # 298 calls
+    "preview": SamplerPreset(steps=25, n_harmonize=2),  # 49 calls: CPU-friendly look at a model
+}
+
+
+def sampler_settings(preset: str | SamplerPreset = "fast", *, steps: int | None = None,
+                     n_harmonize: int | None = None, method: str | None = None,
+                     eta: float | None = None) -> SamplerPreset:
+    """A preset (by name) with the given fields overridden (None keeps the preset's)."""
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise UserError(f"unknown preset {preset!r} (use one of {', '.join(PRESETS)})")
+        preset = PRESETS[preset]
+    given = dict(steps=steps, n_harmonize=n_harmonize, method=method, eta=eta)
+    return dataclasses.replace(preset, **{k: v for k, v in given.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """After step ``index`` (0-based, noisy to clean) of ``n_steps``, at model timestep ``t``.
+
+    ``plane``: the plane of the step's last denoiser call. ``x``: (V, C, D, H, W) view of the current
+    sample (not a copy: clone it to keep it). ``nfe``, ``seconds``, ``seconds_network``: totals so far.
+    """
+
+    index: int
+    n_steps: int
+    t: int
+    plane: str
+    x: torch.Tensor
+    nfe: int
+    seconds: float
+    seconds_network: float
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """``volume``: (V, C, D, H, W) float32 x_0; ``seeds``: one per volume; timings in seconds (wall, in the network)."""
+
+    volume: torch.Tensor
+    seeds: tuple[int, ...]
+    settings: SamplerPreset
+    nfe: int
+    seconds: float
+    seconds_network: float
+
+    @property
+    def phases(self) -> torch.Tensor:
+        """(V, D, H, W) uint8 phase labels (see ``to_phases``)."""
+        return to_phases(self.volume)
+
+    @property
+    def seconds_other(self) -> float:
+        return self.seconds - self.seconds_network
+
+
+def to_phases(x: torch.Tensor) -> torch.Tensor:
+    """(V, C, D, H, W) -> (V, D, H, W) uint8: C = 1 thresholded at 0 (phases scaled to [-1, 1]), else argmax over C."""
+    return (x[:, 0] > 0 if x.shape[1] == 1 else x.argmax(1)).to(torch.uint8)
+
+
+def _config_attr(model: nn.Module, name: str, default: int) -> int:
+    """``model.config.<name>`` (UNet) or ``model.<name>``, else ``default``."""
+    return getattr(getattr(model, "config", model), name, default)
+
+
+def _plane_models(model: nn.Module | Mapping[str, nn.Module]) -> dict[str, nn.Module]:
+    if isinstance(model, Mapping):
+        if sorted(model) != sorted(PLANES):
+            raise UserError(f"per-plane models need exactly the planes {', '.join(PLANES)}, got {', '.join(model)}")
+        return dict(model)
+    return dict.fromkeys(PLANES, model)
+
+
+@contextlib.contextmanager
+def _padding(models: dict[str, nn.Module], periodic: bool) -> Iterator[None]:
+    """Circular (``periodic``) or zero padding in every model for the block; restores each conv's mode after."""
+    unique = list({id(m): m for m in models.values()}.values())
+    saved = [(c, c.padding_mode) for m in unique for c in m.modules() if isinstance(c, nn.Conv2d)]
+    for m in unique:
+        set_periodic(m, periodic)
+    try:
+        yield
+    finally:
+        for conv, mode in saved:
+            conv.padding_mode = mode
+
+
+def _eps(model: nn.Module, x: torch.Tensor, t: int, max_batch: int) -> torch.Tensor:
+    """eps of every slice of x (V, D, C, H, W): the model on (V*D, C, H, W), ``max_batch`` slices per forward."""
+    xb = x.view(-1, *x.shape[2:])
+    tb = torch.full((xb.shape[0],), t, dtype=torch.long, device=x.device)
+    with torch.no_grad():
+        if xb.shape[0] <= max_batch:
+            return model(xb, tb).view(x.shape)
+        chunks = [model(xb[i:i + max_batch], tb[i:i + max_batch]) for i in range(0, xb.shape[0], max_batch)]
+        return torch.cat(chunks).view(x.shape)
+
+
+def _update(x: torch.Tensor, eps: torch.Tensor, a: Affine, rotate: bool, seeds: list[int], offset: int) -> torch.Tensor:
+    """``R(c_x x - c_eps eps + c_z z)`` (R only if ``rotate``), each volume with its own Philox stream."""
+    if not rotate:
+        for v, s in enumerate(seeds):
+            ops.fused_step_(x[v:v + 1], eps[v:v + 1], a.c_x, a.c_eps, a.c_z, seed=s, offset=offset)
+        return x
+    outs = [ops.fused_step(x[v:v + 1], eps[v:v + 1], a.c_x, a.c_eps, a.c_z, rotate=True, seed=s, offset=offset)
+            for v, s in enumerate(seeds)]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: NoiseSchedule,
+                       shape: tuple[int, int, int], n_volumes: int = 1, *, preset: str | SamplerPreset = "fast",
+                       steps: int | None = None, n_harmonize: int | None = None, method: str | None = None,
+                       eta: float | None = None, seed: int = 0, device: torch.device | str | None = None,
+                       max_batch: int | None = None, rotate: bool = True, rotate_between_harmonize: bool = False,
+                       periodic: bool = False) -> Iterator[StepRecord]:
+    """Run Algorithm 1 on ``n_volumes`` volumes of ``shape`` (D, H, W), yielding a StepRecord after every step.
+
+    ``model``: eps-model ``(B, C, h, w), (B,) -> (B, C, h, w)`` on ``device`` (default: its own), or a dict
+    {"yz", "xz", "xy"} of them (anisotropic materials). Settings: ``preset`` with ``steps``, ``n_harmonize``,
+    ``method``, ``eta`` overriding it. ``max_batch``: slices per forward (None: all). ``rotate=False`` keeps
+    the yz plane (a control); ``rotate_between_harmonize`` also rotates between the n_h calls of a step.
+    ``periodic``: circular padding in the models' convolutions for the run (restored when the generator ends).
+    """
+    cfg = sampler_settings(preset, steps=steps, n_harmonize=n_harmonize, method=method, eta=eta)
+    models = _plane_models(model)
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserError(f"shape must be three positive sides (D, H, W), got {tuple(shape)}")
+    div = max(_config_attr(m, "divisor", 1) for m in models.values())
+    if any(s % div for s in shape):
+        raise UserError(f"every side of the volume must be a multiple of {div} for this U-Net, got {tuple(shape)}")
+    channels = {_config_attr(m, "channels", 1) for m in models.values()}
+    if len(channels) != 1:
+        raise UserError(f"per-plane models disagree on channels: {sorted(channels)}")
+    if n_volumes < 1 or seed < 0 or (max_batch is not None and max_batch < 1):
+        raise UserError(f"need n_volumes >= 1, seed >= 0, max_batch >= 1; got {n_volumes}, {seed}, {max_batch}")
+    if device is None:
+        device = next(models["yz"].parameters(), torch.empty(0)).device
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    reverse = schedule.steps(cfg.steps, method=cfg.method, eta=cfg.eta)
+    D, H, W = (int(s) for s in shape)
+    C = channels.pop()
+    seeds = [seed + v for v in range(n_volumes)]
+    max_batch = max_batch or n_volumes * max(D, H, W)
+
+    start, paused, net, nfe, turns, offset = time.perf_counter(), 0.0, 0.0, 0, 0, 0
+    x = torch.stack([torch.randn((D, C, H, W), generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device)
+    with _padding(models, periodic):
+        for i, step in enumerate(reverse):
+            calls = 1 if i == len(reverse) - 1 else cfg.n_harmonize  # Alg. 1 line 9 ("t > 1"): no renoise at t = 1
+            for h in range(calls):
+                plane = PLANES[turns % 3]
+                t0 = time.perf_counter()
+                eps = _eps(models[plane], x, step.t, max_batch)
+                sync()
+                net += time.perf_counter() - t0
+                last = h == calls - 1
+                turn = rotate and (last or rotate_between_harmonize)
+                # eq. 17 (+ eq. 21 renoise, composed) as one affine map; R to the next plane after the step
+                x = _update(x, eps, step.denoise if last else step.harmonize, turn, seeds, offset)
+                offset, turns, nfe = offset + 1, turns + turn, nfe + 1  # a Philox stream per update
+            sync()
+            t_yield = time.perf_counter()
+            yield StepRecord(i, len(reverse), step.t, plane, x.permute(_CANONICAL[turns % 3]), nfe,
+                             t_yield - start - paused, net)
+            paused += time.perf_counter() - t_yield
+
+
+def sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: NoiseSchedule,
+                  shape: tuple[int, int, int], n_volumes: int = 1, *, preset: str | SamplerPreset = "fast",
+                  steps: int | None = None, n_harmonize: int | None = None, method: str | None = None,
+                  eta: float | None = None, seed: int = 0, device: torch.device | str | None = None,
+                  max_batch: int | None = None, rotate: bool = True, rotate_between_harmonize: bool = False,
+                  periodic: bool = False, callback: Callable[[StepRecord], None] | None = None) -> SampleResult:
+    """Sample ``n_volumes`` volumes of ``shape`` (D, H, W); arguments as ``iter_sample_volume``.
+
+    ``callback(record)`` runs after every step (progress bars; an exception it raises stops the run).
+    Returns the (V, C, D, H, W) volumes, their seeds and timings; ``.phases`` gives (V, D, H, W) uint8.
+    """
+    records = iter_sample_volume(model, schedule, shape, n_volumes, preset=preset, steps=steps,
+                                 n_harmonize=n_harmonize, method=method, eta=eta, seed=seed, device=device,
+                                 max_batch=max_batch, rotate=rotate, rotate_between_harmonize=rotate_between_harmonize,
+                                 periodic=periodic)
+    with contextlib.closing(records):  # restores the models' padding even when the callback raises
+        for rec in records:
+            if callback is not None:
+                callback(rec)
+    cfg = sampler_settings(preset, steps=steps, n_harmonize=n_harmonize, method=method, eta=eta)
+    return SampleResult(rec.x.contiguous(), tuple(range(seed, seed + n_volumes)), cfg, rec.nfe, rec.seconds,
+                        rec.seconds_network)

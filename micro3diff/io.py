@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import UserError
 
-ARRAY_SUFFIXES = (".npy", ".tif", ".tiff", ".png")
+ARRAY_SUFFIXES = (".npy", ".tif", ".tiff", ".png", ".vti")
 
 
 @contextlib.contextmanager
@@ -91,6 +91,10 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
             import tifffile
 
             arr = tifffile.imread(path)
+        elif suffix == ".vti":
+            from .vti import read_vti
+
+            arr = read_vti(path)[0]
         elif suffix == ".png":
             from PIL import Image
 
@@ -108,9 +112,13 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_array(path: str | os.PathLike, arr: np.ndarray) -> None:
-    """Write a 2D/3D array as .npy, .tif/.tiff (ImageJ-readable stack for 3D uint8) or .png (2D), atomically."""
+    """Write a 2D/3D array as .npy, .tif/.tiff (ImageJ-readable stack), .png (2D) or .vti (VTK), atomically."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix == ".vti":
+        from .vti import write_vti
+
+        return write_vti(path, arr)
     with atomic_path(path) as tmp:
         if suffix == ".npy":
             with open(tmp, "wb") as fh:
@@ -124,4 +132,4 @@ def write_array(path: str | os.PathLike, arr: np.ndarray) -> None:
 
             Image.fromarray(arr).save(tmp, format="PNG")
         else:
-            raise UserError(f"{path}: unsupported output type {suffix!r} (use .npy, .tif or .png)")
+            raise UserError(f"{path}: unsupported output type {suffix!r} (use .npy, .tif, .png or .vti)")

@@ -125,9 +125,8 @@ def binary_labels(arr: np.ndarray, name: str, threshold: float | str | None) -> 
 
 
 def multiphase_labels(arrays: list[np.ndarray], names: list[str], phases: int) -> tuple[list[np.ndarray], list]:
-    """K-phase labels (uint8 0..K-1) of integer label images, mapped consistently across all files.
+    """K-phase labels (uint8 0..K-1) of integer label images: the K distinct values of all files, in sorted order.
 
-    Values already in 0..K-1 are kept; otherwise exactly K distinct values are mapped in sorted order.
     Returns the labels and the original value of each phase.
     """
     distinct = [_distinct(a) for a in arrays]
@@ -135,13 +134,9 @@ def multiphase_labels(arrays: list[np.ndarray], names: list[str], phases: int) -
         if not _is_integral(d):
             raise UserError(f"{name} has non-integer values; --phases K needs integer label images")
     values = np.unique(np.concatenate(distinct))
-    if values.size > phases:
-        raise UserError(f"the images hold {values.size} distinct values {values.tolist()[:20]}, more than "
-                        f"--phases {phases}")
-    if values.min() >= 0 and values.max() < phases:
-        values = np.arange(phases)
-    elif values.size != phases:
-        raise UserError(f"cannot map values {values.tolist()} to {phases} phases; use labels 0..{phases - 1}")
+    if values.size != phases:
+        raise UserError(f"the images hold {values.size} distinct values {values.tolist()[:20]}, but --phases is "
+                        f"{phases}")
     return [np.searchsorted(values, a).astype(np.uint8) for a in arrays], values.tolist()
 
 

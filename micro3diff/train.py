@@ -226,9 +226,11 @@ class RunDir:
         """UserError if the run dir cannot be used: unwritable, already a run (fresh), nothing to resume."""
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"run dir {self.root} exists and is not a folder")
-        existing = self.root
+        existing = self.root.absolute()
         while not existing.exists():
             existing = existing.parent
+        if not existing.is_dir():
+            raise UserError(f"cannot create run dir {self.root}: {existing} is not a folder")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise UserError(f"run dir {self.root} is not writable")
         if resume and not self.latest.is_file():
@@ -278,7 +280,7 @@ class RunDir:
         return model_path
 
     def trim_log(self, step: int) -> None:
-        """Drop log rows after ``step`` (written by a run that was killed after its last checkpoint)."""
+        """Drop log rows after ``step`` (a fresh start, or rows of a run killed after its last checkpoint)."""
         if not self.log.is_file():
             return
         with open(self.log, newline="") as fh:
@@ -337,11 +339,14 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         if resume:
             start, state_path = run.latest_state()
             tensors, meta = load_state(state_path)
-            load_state_tensors(tensors, meta, model, ema, opt)
+            try:
+                load_state_tensors(tensors, meta, model, ema, opt)
+            except (RuntimeError, KeyError, ValueError) as exc:
+                raise UserError(f"{state_path} does not match this run's config ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0]})") from None
         if rank == 0:
             run.clean_partials()
-            if resume:
-                run.trim_log(start)
+            run.trim_log(start)
             write_json(run.root / "config.json", {"train": config, "world_size": world, "provenance": provenance()})
         net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
         schedule = NoiseSchedule(config.schedule)

@@ -1,6 +1,8 @@
 """``m3d train`` (train a 2D DDPM on micrographs) and ``m3d sample2d`` (draw 2D images from a checkpoint)."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from ..errors import UserError
@@ -91,7 +93,8 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
         config = T.make_config(data_cfg, preset, model_dim=model_dim, dim_mults=_dim_mults(dim_mults), batch=batch,
                                lr=lr, warmup=warmup, ema=ema, plane=plane, seed=seed, **changes)
     path = T.train(config, out, resume=resume, device=pick_device(device), progress=progress)
-    click.echo(f"wrote {path}", err=True)
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(f"wrote {path}", err=True)
 
 
 @click.command()

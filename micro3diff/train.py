@@ -283,8 +283,11 @@ class RunDir:
         """Drop log rows after ``step`` (a fresh start, or rows of a run killed after its last checkpoint)."""
         if not self.log.is_file():
             return
-        with open(self.log, newline="") as fh:
-            rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= step]
+        text = self.log.read_text()
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines.pop()  # a row cut short by a kill
+        rows = [r for r in csv.DictReader(lines) if int(r["step"]) <= step]
         with atomic_path(self.log) as tmp, open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, LOG_FIELDS)
             w.writeheader()

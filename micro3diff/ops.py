@@ -57,3 +57,20 @@ def fused_step_(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_
         torch.ops.micro3diff.fused_step_(x, eps, float(c_x), float(c_eps), float(c_z), noise, seed, offset)
         return x
     return reference.fused_step_(x, eps, c_x, c_eps, c_z, noise=noise, seed=seed, offset=offset)
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def lineal_path(x: torch.Tensor, z_max: int, periodic: bool) -> torch.Tensor:
+    """Torquato L(z) along every axis. x: (B, *spatial) uint8, nonzero = phase -> (B, ndim, z_max + 1) float64."""
+    if use_compiled("lineal_path", x.device):
+        return torch.ops.micro3diff.lineal_path(x.contiguous(), int(z_max), bool(periodic))
+    return reference.lineal_path(x, z_max, periodic)
+
+
+if _ext.HAS_EXT:
+
+    @torch.library.register_fake("micro3diff::lineal_path")
+    def _lineal_path_fake(x: torch.Tensor, z_max: int, periodic: bool) -> torch.Tensor:
+        return x.new_empty((x.shape[0], x.dim() - 1, z_max + 1), dtype=torch.float64)

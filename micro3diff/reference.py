@@ -32,3 +32,32 @@ def philox_normal(shape: torch.Size | tuple[int, ...], seed: int, offset: int,
                   device: torch.device | str = "cpu") -> torch.Tensor:
     """Standard normals, bit-compatible (to float rounding) with the kernels' in-kernel Philox draw."""
     raise NotImplementedError("philox_normal: written with the fused_step kernels")
+
+
+# --- metrics (DESIGN 1.4) -----------------------------------------------------------------------
+
+
+def lineal_path(x: torch.Tensor, z_max: int, periodic: bool) -> torch.Tensor:
+    """Torquato L(z) along every axis. x: (B, *spatial) uint8, nonzero = phase -> (B, ndim, z_max + 1) float64.
+
+    Voxel i of a line ends a segment of z + 1 phase voxels iff the run ending at i is longer than z,
+    so the segment count for z is the number of voxels whose run so far exceeds z. Periodic lines
+    are seen twice in a row, so runs crossing the end are counted whole.
+    """
+    batch, ndim = x.shape[0], x.dim() - 1
+    z = torch.arange(z_max + 1, device=x.device)
+    out = torch.empty(batch, ndim, z_max + 1, dtype=torch.float64, device=x.device)
+    for a in range(ndim):
+        line = (x != 0).movedim(a + 1, -1)  # (B, ..., n)
+        n = line.shape[-1]
+        if periodic:
+            line = torch.cat([line, line], dim=-1)
+        pos = torch.arange(line.shape[-1], device=x.device)
+        last_zero = torch.where(line, -1, pos).cummax(dim=-1).values
+        run = (pos - last_zero)[..., -n:].reshape(batch, -1)  # run length ending at each voxel, 0 off the phase
+        counts = torch.zeros(batch, 2 * n + 1, dtype=torch.int64, device=x.device)
+        counts.scatter_add_(1, run, torch.ones_like(run))
+        longer = counts.flip(-1).cumsum(-1).flip(-1)  # longer[:, c] = voxels with run >= c
+        windows = (n if periodic else n - z) * (run.shape[1] // n)
+        out[:, a] = longer[:, z + 1].double() / windows
+    return out

@@ -1,0 +1,87 @@
+"""Training throughput (images/s) of ``micro3diff.train.train`` per preset, measured by the training loop itself.
+
+Runs the real loop (data crops, forward, backward, AdamW, EMA; checkpoints off until the end) on a synthetic
+binary volume and reports the images/s of the log windows after the first (warm-up) one.
+
+    python benchmarks/train_throughput.py --device cpu --presets tiny small --size 64
+writes benchmarks/results/train_throughput_<device type>.json (device, versions, command, date).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from micro3diff.data import DataConfig  # noqa: E402
+from micro3diff.io import provenance, write_json  # noqa: E402
+from micro3diff.train import make_config, train  # noqa: E402
+from micro3diff.unet import UNet  # noqa: E402
+
+
+def measure(preset: str, size: int, batch: int | None, windows: int, window: int, device: str, tmp: Path,
+            tag: str = "") -> dict:
+    """images/s over ``windows`` log windows of ``window`` steps, after one warm-up window."""
+    vol = tmp / "vol.npy"
+    if not vol.exists():
+        np.save(vol, (np.random.default_rng(0).random((size, size, size)) < 0.4).astype(np.uint8))
+    run = tmp / f"{tag}{preset}_{size}"
+    cfg = make_config(DataConfig(paths=(str(vol),), image_size=size, axis="all"), preset, batch=batch,
+                      steps=(windows + 1) * window, log_every=window, save_every=10**9)
+    train(cfg, run, device=device, progress=False)
+    rows = (run / "log.csv").read_text().splitlines()[2:]  # header, warm-up window
+    rates = [float(r.split(",")[4]) for r in rows]
+    return {"preset": preset, "image_size": size, "batch": cfg.batch, "unet": dataclasses.asdict(cfg.unet),
+            "params": sum(p.numel() for p in UNet(cfg.unet).parameters()),
+            "steps_per_window": window, "images_per_s": rates, "images_per_s_median": statistics.median(rates),
+            "steps_per_s_median": statistics.median(rates) / cfg.batch}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--batch", type=int, help="per-step batch (default: the preset's)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()],
+                    help="CPU thread counts to try")
+    ap.add_argument("--windows", type=int, default=3)
+    ap.add_argument("--window", type=int, default=5, help="steps per measured window")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for threads in args.threads if device.type == "cpu" else [torch.get_num_threads()]:
+            torch.set_num_threads(threads)
+            for preset in args.presets:
+                r = measure(preset, args.size, args.batch, args.windows, args.window, args.device,
+                            Path(tmp), f"t{threads}_")
+                r["threads"] = threads
+                results.append(r)
+                print(f"{preset:>6} {args.size}x{args.size} batch {r['batch']:>3} threads {threads}: "
+                      f"{r['images_per_s_median']:.1f} images/s ({r['steps_per_s_median']:.2f} steps/s)")
+    out = args.out or ROOT / "benchmarks" / "results" / f"train_throughput_{device.type}.json"
+    write_json(out, {
+        "benchmark": "train_throughput", "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+        "note": "median images/s of the training loop's log windows after a warm-up window; a shared machine "
+                "makes CPU numbers noisy (see load_average_at_end)",
+        "provenance": provenance(), "results": results,
+    })
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

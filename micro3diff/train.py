@@ -347,11 +347,15 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             except (RuntimeError, KeyError, ValueError) as exc:
                 raise UserError(f"{state_path} does not match this run's config ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0]})") from None
+            if start > config.steps:
+                raise UserError(f"the run is already at step {start}; --steps {config.steps} would go backwards")
         if rank == 0:
             run.clean_partials()
             run.trim_log(start)
             write_json(run.root / "config.json", {"train": config, "world_size": world, "provenance": provenance()})
-        net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+        net = model
+        if world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         schedule = NoiseSchedule(config.schedule)
         sampler = CropSampler(images, config.batch, config.seed, rank, world)
         data_info = images.checkpoint_data(config.plane)

@@ -53,6 +53,8 @@ def test_train_and_sample2d(tmp_path):
     r = m3d("train", "--resume", "-o", tmp_path / "run", "--steps", "5", "--no-progress")
     assert r.exit_code == 0, r.output
     assert RunDir(tmp_path / "run").latest_state()[0] == 5
+    assert_user_error(m3d("train", "--resume", "-o", tmp_path / "run", "--steps", "2"), "already at step 5")
+    assert_user_error(m3d("train", "--resume", "-o", tmp_path / "run", "--lr", "1"), "only --steps")
     r = m3d("sample2d", tmp_path / "run/model.safetensors", "-n", "3", "--steps", "4", "-o", tmp_path / "g.png")
     assert r.exit_code == 0, r.output
     assert np.asarray(Image.open(tmp_path / "g.png")).shape == (34, 34)

@@ -9,7 +9,8 @@ from ..errors import UserError
 from ._common import pick_device, user_errors
 
 # Options that may change when a run is resumed; everything else comes from the run's config.json.
-RESUMABLE = {"steps", "save_every", "keep", "log_every", "sample_every", "device", "progress", "resume", "out", "data"}
+RESUMABLE = {"steps", "save_every", "keep", "log_every", "sample_every", "device", "threads", "progress", "resume", "out",
+             "data"}
 
 
 def _dim_mults(value: str | None) -> tuple[int, ...] | None:
@@ -49,6 +50,7 @@ def _dim_mults(value: str | None) -> tuple[int, ...] | None:
 @click.option("--plane", type=click.Choice(["yz", "xz", "xy"]), help="Record the plane of a per-plane model.")
 @click.option("--seed", type=int, help="Seed of weights, data order and noise (default 0).")
 @click.option("--device", help="cpu, cuda or cuda:N (default: cuda if available).")
+@click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its newest checkpoint.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 @click.pass_context
@@ -57,7 +59,8 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
           dim_mults: str | None, steps: int | None, batch: int | None, lr: float | None, warmup: int | None,
           ema: float | None, save_every: int | None, keep: int | None, log_every: int | None,
           sample_every: int | None, axis: str, threshold: str | None, phases: int, no_augment: bool,
-          plane: str | None, seed: int | None, device: str | None, resume: bool, progress: bool) -> None:
+          plane: str | None, seed: int | None, device: str | None, threads: int | None, resume: bool,
+          progress: bool) -> None:
     """Train a 2D DDPM on binary (or K-phase) micrographs in DATA (files or folders).
 
     \b
@@ -67,10 +70,18 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
     Under torchrun (--nproc_per_node N) every process trains on its own shard; rank 0 writes.
     """
     import dataclasses
+    from pathlib import Path
+
+    import torch
 
     from .. import train as T
     from ..data import DataConfig
 
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    data = tuple(str(Path(p).absolute()) for p in data)
     changes = {"steps": steps, "save_every": save_every, "keep": keep, "log_every": log_every,
                "sample_every": sample_every}
     if resume:
@@ -79,7 +90,7 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
         given = {p for p in ctx.params if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE}
         if given - RESUMABLE:
             raise UserError(f"--resume continues with the run's stored settings; only --steps, --save-every, --keep, "
-                            f"--log-every, --sample-every and --device may change (got "
+                            f"--log-every, --sample-every, --device and --threads may change (got "
                             f"{', '.join('--' + g.replace('_', '-') for g in sorted(given - RESUMABLE))})")
         config = run.stored_config()
         if data and tuple(data) != config.data.paths:

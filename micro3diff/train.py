@@ -398,6 +398,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                 if rank == 0:
                     bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.1f}")
                     _append_log(run.log, row)
+            pause = time.perf_counter()  # time spent writing is left out of images/s
             if rank == 0 and (done % config.save_every == 0 or done == config.steps):
                 tensors, meta = state_tensors(model, ema, opt)
                 training = {"step": done, "steps": config.steps, "batch": config.batch, "world_size": world,
@@ -411,6 +412,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                 imgs = sample_images(ema, schedule, config.sample_n, config.data.image_size, config.sample_steps,
                                      seed=config.seed, device=device)
                 save_grid(imgs, run.root / "samples" / f"step_{done:07d}.png")
+            window_start += time.perf_counter() - pause
         bar.close()
         if world > 1:
             dist.barrier()

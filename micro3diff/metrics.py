@@ -55,11 +55,6 @@ class Correlation:
     parts: torch.Tensor
     names: tuple[str, ...]
 
-    @property
-    def r(self) -> torch.Tensor:
-        """Lags (R + 1,) int64."""
-        return torch.arange(self.average.shape[-1])
-
 
 @dataclasses.dataclass(frozen=True)
 class Baseline:
@@ -79,6 +74,8 @@ def _as_tensor(x: ArrayLike) -> torch.Tensor:
         raise UserError(f"expected an array or tensor, got {type(x).__name__}")
     if x.numel() == 0:
         raise UserError(f"input is empty (shape {tuple(x.shape)})")
+    if x.dtype in (torch.uint16, torch.uint32, torch.uint64):  # few torch ops support these (16-bit TIFFs)
+        x = x.to(torch.int64)
     return x
 
 
@@ -104,9 +101,13 @@ def binarize(x: ArrayLike, *, phase: int | None = None, threshold: Threshold = N
     """Phase indicator I = (x == phase) as uint8 {0, 1}, same shape as x; see the module conventions."""
     x = _as_tensor(x)
     if threshold is not None:
+        if phase not in (None, 0, 1):
+            raise UserError(f"a thresholded input has phases 0 and 1, got phase={phase}")
         t = otsu_threshold(x) if threshold == "otsu" else float(threshold)
-        above = x.double() > t
-        return (above if phase in (None, 1) else ~above).to(torch.uint8)
+        values = x.double()
+        if not bool(torch.isfinite(values).all()):
+            raise UserError("input contains NaN or infinite values")
+        return ((values > t) if phase in (None, 1) else (values <= t)).to(torch.uint8)
     if x.dtype == torch.bool:
         x = x.view(torch.uint8)
     if x.is_complex() or (x.is_floating_point() and not bool((x == x.round()).all())):

@@ -177,8 +177,9 @@ def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarr
 
 def format_table(report: EvaluationReport) -> str:
     """A short text table of the error rates (%)."""
+    planes = set(next(iter(report.metrics.values())).part_errors) == set(metrics.PLANES)
     head = f"{'metric':<6} {'mean curve':>10} {'per sample':>15} {'floor/crop':>15} {'floor mean':>10} " \
-           f"{'baseline':>8}  worst {'plane' if report.mode == '2d' else 'axis'}"
+           f"{'baseline':>8}  worst {'plane' if planes else 'axis'}"
     rows = [head]
     for name, m in report.metrics.items():
         per = f"{np.mean(m.errors):.2f} ± {np.std(m.errors):.2f}"

@@ -233,6 +233,8 @@ def test_inputs_thresholds_and_phases():
     assert float(metrics.volume_fraction(grey, threshold="otsu")) == pytest.approx(float((grey > 100).mean()))
     assert float(metrics.volume_fraction(grey, threshold=100, phase=0)) == pytest.approx(float((grey < 100).mean()))
     assert metrics.lineal_path(torch.rand(3, 10, 10) < 0.5, ndim=2).average.shape == (3, 6)
+    binary16 = np.random.default_rng(1).integers(0, 2, (10, 10)).astype(np.uint16)  # 16-bit TIFFs
+    assert torch.equal(metrics.binarize(binary16), torch.from_numpy(binary16.astype(np.uint8)))
 
 
 @pytest.mark.parametrize("kwargs, x, match", [
@@ -245,6 +247,8 @@ def test_inputs_thresholds_and_phases():
     ({"r_max": 5, "periodic": True}, torch.zeros(8, 8, dtype=torch.uint8), "periodic: at most"),
     ({"threshold": "otsu"}, torch.ones(8, 8), "constant"),
     ({}, torch.full((8, 8), float("nan")), "not binary"),
+    ({"threshold": 0.5}, torch.full((8, 8), float("nan")), "NaN"),
+    ({"threshold": 0.5, "phase": 2}, torch.rand(8, 8), "phases 0 and 1"),
 ])
 @pytest.mark.parametrize("fn", [metrics.two_point, metrics.lineal_path])
 def test_bad_inputs_raise_user_errors(fn, kwargs, x, match):

@@ -46,11 +46,14 @@ def _sources(pattern: str) -> list[str]:
 def _extension():
     debug = os.environ.get("M3D_DEBUG") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cxx = opt + ["-Wall", "-Wno-unused-function"]
+    # -fopenmp: at::parallel_for is serial without it. csrc/philox.h: -ffp-contract=off keeps float ops unfused
+    # (same bits as CUDA and the reference), -fno-math-errno lets sqrt vectorise.
+    cxx = opt + ["-Wall", "-Wno-unused-function", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]
     sources = _sources("csrc/ops.cpp") + _sources("csrc/cpu/*.cpp")
     include_dirs = [os.path.join(ROOT, "csrc")]
     if not _want_cuda():
-        return CppExtension("micro3diff._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx})
+        return CppExtension("micro3diff._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx},
+                            extra_link_args=["-fopenmp"])
     if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
     sources += _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
@@ -61,6 +64,7 @@ def _extension():
         include_dirs=include_dirs,
         define_macros=[("M3D_WITH_CUDA", "1")],
         extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+        extra_link_args=["-fopenmp"],
     )
 
 

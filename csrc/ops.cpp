@@ -17,6 +17,8 @@ TORCH_LIBRARY(micro3diff, m) {
   m.def("fused_step(Tensor x, Tensor eps, float c_x, float c_eps, float c_z, bool rotate, Tensor? noise, int seed, int offset) -> Tensor");
   // In-place identity variant: x <- c_x * x - c_eps * eps + c_z * z.
   m.def("fused_step_(Tensor(a!) x, Tensor eps, float c_x, float c_eps, float c_z, Tensor? noise, int seed, int offset) -> ()");
+  // In-place rotating variant, cubic volumes only (D == H == W): x <- R(c_x * x - c_eps * eps + c_z * z).
+  m.def("fused_step_rotate_(Tensor(a!) x, Tensor eps, float c_x, float c_eps, float c_z, Tensor? noise, int seed, int offset) -> ()");
   // --- metrics ops (lineal path, two-point binning): schemas below this line ---
   // Torquato lineal path by run lengths; x: (B, *spatial) uint8 (nonzero = phase) -> (B, ndim, z_max + 1) f64.
   m.def("lineal_path(Tensor x, int z_max, bool periodic) -> Tensor");

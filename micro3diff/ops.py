@@ -38,25 +38,54 @@ def use_compiled(op: str, device: torch.device) -> bool:
     return False
 
 
+def _int64(v: int) -> int:
+    """The int64 with v's low 64 bits (seeds/offsets are 64-bit words; torch seeds reach 2^64 - 1)."""
+    return (v + 2**63) % 2**64 - 2**63
+
+
 def fused_step(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_z: float, *, rotate: bool,
                noise: torch.Tensor | None = None, seed: int = 0, offset: int = 0) -> torch.Tensor:
-    """``R(c_x*x - c_eps*eps + c_z*z)`` out of place. x, eps: (V, D, C, H, W) float32.
+    """``R(c_x*x - c_eps*eps + c_z*z)`` out of place. x: (V, D, C, H, W) float32; eps: same shape, float32,
+    bfloat16 or float16.
 
-    z is ``noise`` when given, else standard normals drawn by Philox from (seed, offset).
-    Returns (V, H, C, W, D) when ``rotate`` else (V, D, C, H, W).
+    z is ``noise`` (x's shape, float32) when given, else standard normals drawn by Philox from (seed, offset)
+    (``reference.philox_normal``). Returns (V, H, C, W, D) when ``rotate`` else (V, D, C, H, W).
     """
     if use_compiled("fused_step", x.device):
-        return torch.ops.micro3diff.fused_step(x, eps, float(c_x), float(c_eps), float(c_z), rotate, noise, seed, offset)
+        return torch.ops.micro3diff.fused_step(x, eps, float(c_x), float(c_eps), float(c_z), rotate, noise,
+                                               _int64(seed), _int64(offset))
     return reference.fused_step(x, eps, c_x, c_eps, c_z, rotate=rotate, noise=noise, seed=seed, offset=offset)
 
 
 def fused_step_(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_z: float, *,
                 noise: torch.Tensor | None = None, seed: int = 0, offset: int = 0) -> torch.Tensor:
-    """In place ``x <- c_x*x - c_eps*eps + c_z*z`` (identity plane). Returns x."""
+    """In place ``x <- c_x*x - c_eps*eps + c_z*z`` (identity plane); x contiguous. Returns x."""
     if use_compiled("fused_step_", x.device):
-        torch.ops.micro3diff.fused_step_(x, eps, float(c_x), float(c_eps), float(c_z), noise, seed, offset)
+        torch.ops.micro3diff.fused_step_(x, eps, float(c_x), float(c_eps), float(c_z), noise, _int64(seed), _int64(offset))
         return x
     return reference.fused_step_(x, eps, c_x, c_eps, c_z, noise=noise, seed=seed, offset=offset)
+
+
+def fused_step_rotate_(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_z: float, *,
+                       noise: torch.Tensor | None = None, seed: int = 0, offset: int = 0) -> torch.Tensor:
+    """In place ``x <- R(c_x*x - c_eps*eps + c_z*z)``; x: (V, N, C, N, N) contiguous (cubic). Returns x."""
+    if use_compiled("fused_step_rotate_", x.device):
+        torch.ops.micro3diff.fused_step_rotate_(x, eps, float(c_x), float(c_eps), float(c_z), noise, _int64(seed),
+                                                _int64(offset))
+        return x
+    return reference.fused_step_rotate_(x, eps, c_x, c_eps, c_z, noise=noise, seed=seed, offset=offset)
+
+
+def fused_step_rotate(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_z: float, *,
+                      noise: torch.Tensor | None = None, seed: int = 0, offset: int = 0) -> torch.Tensor:
+    """The sampler's rotating update ``R(c_x*x - c_eps*eps + c_z*z)``: (V, D, C, H, W) -> (V, H, C, W, D).
+
+    Cubic contiguous x is rotated in place (x is overwritten and returned: no second buffer, and faster,
+    see benchmarks/results/fused_step_*.json); other shapes go out of place and leave x unchanged.
+    """
+    if x.shape[1] == x.shape[3] == x.shape[4] and x.is_contiguous():
+        return fused_step_rotate_(x, eps, c_x, c_eps, c_z, noise=noise, seed=seed, offset=offset)
+    return fused_step(x, eps, c_x, c_eps, c_z, rotate=True, noise=noise, seed=seed, offset=offset)
 
 
 # --- metrics ------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ Each twin computes exactly what its compiled op computes, given the same inputs;
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -28,10 +30,90 @@ def fused_step_(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_
     return x
 
 
+def fused_step_rotate_(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_z: float, *,
+                       noise: torch.Tensor | None = None, seed: int = 0, offset: int = 0) -> torch.Tensor:
+    """In place ``x <- R(c_x*x - c_eps*eps + c_z*z)`` for cubic x: (V, N, C, N, N); returns x."""
+    return x.copy_(fused_step(x, eps, c_x, c_eps, c_z, rotate=True, noise=noise, seed=seed, offset=offset))
+
+
+# Philox4x32-10 + Box-Muller, the convention of csrc/philox.h (read it first). uint32 words live in int64
+# tensors; every float32 operation below is one torch op, in the kernels' order, so the bits agree.
+_MASK32 = 0xFFFFFFFF
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+
+
+def _mulhilo(m: int, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hi, lo) 32-bit words of m * c, uint32 m and c, without overflowing int64 (16-bit split of c)."""
+    low = m * (c & 0xFFFF)  # < 2^48
+    high = m * (c >> 16) + (low >> 16)  # m*c = high * 2^16 + (low mod 2^16), high < 2^49
+    return high >> 16, ((high & 0xFFFF) << 16) | (low & 0xFFFF)
+
+
+def philox4x32_10(counter: list[torch.Tensor], key: tuple[int, int]) -> list[torch.Tensor]:
+    """Philox4x32-10 of 4 counter words (int64 tensors holding uint32) under a 2-word key."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for rnd in range(10):
+        if rnd:
+            k0, k1 = (k0 + _PHILOX_W[0]) & _MASK32, (k1 + _PHILOX_W[1]) & _MASK32
+        hi0, lo0 = _mulhilo(_PHILOX_M[0], c0)
+        hi1, lo1 = _mulhilo(_PHILOX_M[1], c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return [c0, c1, c2, c3]
+
+
+def _log_unit(u: torch.Tensor) -> torch.Tensor:
+    """ln u for float32 u in [2^-24, 1]: u = m 2^e, m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh((m-1)/(m+1))."""
+    bits = u.view(torch.int32)
+    m = (bits & 0x7FFFFF) | 0x3F800000
+    big = m > 0x3FB504F3  # m > sqrt(2): halve m
+    m = torch.where(big, m - 0x800000, m)
+    e = (bits >> 23) - 127 + big.int()
+    f = m.view(torch.float32) - 1.0
+    s = f / (f + 2.0)
+    s2 = s * s
+    p = torch.full_like(s, 0.09090909)  # 1/11, then 1/9 ... 1/3 by Horner
+    for coef in (0.11111111, 0.14285715, 0.2, 0.33333334):
+        p = p * s2 + coef
+    return e.float() * 0.6931472 + (s + s * s2 * p) * 2.0
+
+
+def _sincos_turn(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) of theta = q pi/2 + a, k = r >> 8, q = k >> 22, a = (k mod 2^22 - 2^21) 2pi/2^24."""
+    k = r >> 8
+    q = k >> 22
+    a = ((k & 0x3FFFFF) - 0x200000).float() * (6.2831855 * 2.0**-24)
+    a2 = a * a
+    ps = torch.full_like(a, 2.7557319e-06)  # 1/9!, then -1/7! ... -1/3!
+    for coef in (-0.0001984127, 0.008333334, -0.16666667):
+        ps = ps * a2 + coef
+    sin = a + a * a2 * ps
+    pc = torch.full_like(a, -2.755732e-07)  # -1/10!, then 1/8! ... -1/2
+    for coef in (2.4801588e-05, -0.0013888889, 0.041666668, -0.5):
+        pc = pc * a2 + coef
+    cos = pc * a2 + 1.0
+    odd = (q & 1) == 1
+    x, y = torch.where(odd, sin, cos), torch.where(odd, cos, sin)
+    return torch.where((q == 1) | (q == 2), -x, x), torch.where(q >= 2, -y, y)
+
+
 def philox_normal(shape: torch.Size | tuple[int, ...], seed: int, offset: int,
                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """Standard normals, bit-compatible (to float rounding) with the kernels' in-kernel Philox draw."""
-    raise NotImplementedError("philox_normal: written with the fused_step kernels")
+    """Standard normals of ``shape`` (float32), the kernels' in-kernel draw: element i (flat index) is lane
+    i % 4 of Philox4x32-10(counter=(i//4, offset), key=seed) through Box-Muller (csrc/philox.h)."""
+    n = math.prod(shape)
+    seed, offset = seed & 0xFFFFFFFFFFFFFFFF, offset & 0xFFFFFFFFFFFFFFFF
+    g = torch.arange((n + 3) // 4, dtype=torch.int64, device=device)
+    counter = [g & _MASK32, g >> 32, torch.full_like(g, offset & _MASK32), torch.full_like(g, offset >> 32)]
+    r = philox4x32_10(counter, (seed & _MASK32, seed >> 32))
+    z = []
+    for ru, ra in ((r[0], r[1]), (r[2], r[3])):
+        # correctly rounded float32 sqrt (CPU torch.sqrt on float32 may be 1 ulp off: MKL VML)
+        rho = torch.sqrt(_log_unit(((ru >> 8) + 1).float() * 2.0**-24).double() * -2.0).float()
+        cos, sin = _sincos_turn(ra)
+        z += [rho * cos, rho * sin]
+    return torch.stack(z, dim=1).flatten()[:n].view(shape)
 
 
 # --- metrics (DESIGN 1.4) -----------------------------------------------------------------------

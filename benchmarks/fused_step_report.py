@@ -1,0 +1,153 @@
+"""Fused multi-plane step: compiled vs reference twin, in-place vs double-buffered rotation, copy ceiling.
+
+One rotating update R(c_x x - c_eps eps + c_z z) of a (1, N, 1, N, N) float32 volume, N in --sizes.
+Cases (z from Philox in-kernel, or a given noise tensor):
+  fused *               torch.ops.micro3diff.fused_step(rotate=True): new output tensor per call (double-buffered)
+  fused in-place *      torch.ops.micro3diff.fused_step_rotate_: rotates x in its own storage (3-cycles of blocks)
+  reference noise       reference.fused_step(noise=...): the pure-PyTorch twin
+  reference philox      reference.fused_step(seed, offset): the twin with its pure-PyTorch Philox
+  reference randn       reference.fused_step(noise=torch.randn_like(x)): plain PyTorch with torch's generator
+  copy 12 B/voxel       dst.copy_(src), 1.5 N^3 float32 each (6 B read + 6 B written per voxel), preallocated
+Effective bandwidth = 12 bytes/voxel (DESIGN.md 1.3: read x and eps, write out) / time, for every case; the
+copy moves those same 12 bytes/voxel and is the in-run ceiling. Times: best of --repeats after a warm-up,
+cases interleaved so that load from other processes hits all alike; slow cases stop early after
+--budget seconds. CUDA times use events. Writes benchmarks/results/fused_step_<device>.json.
+
+    nice -n 10 python benchmarks/fused_step_report.py [--sizes 64 128 256] [--device cpu] [--repeats 7] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from micro3diff import _ext, reference
+from micro3diff.io import provenance, write_json
+
+RESULTS = Path(__file__).parent / "results"
+COEF = (0.97, 0.31, 0.52)
+BYTES_PER_VOXEL = 12
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "cpu"
+
+
+def cases(n: int, device: torch.device) -> dict:
+    """name -> zero-argument callable for a (1, n, 1, n, n) volume."""
+    F = torch.ops.micro3diff
+    shape = (1, n, 1, n, n)
+    x, eps, noise = (torch.randn(shape, device=device) for _ in range(3))
+    y = x.clone()  # rotated in place, call after call
+    src = torch.randn(x.numel() * 3 // 2, device=device)
+    dst = torch.empty_like(src)
+    return {
+        "fused philox": lambda: F.fused_step(x, eps, *COEF, True, None, 1, 2),
+        "fused noise": lambda: F.fused_step(x, eps, *COEF, True, noise, 1, 2),
+        "fused in-place philox": lambda: F.fused_step_rotate_(y, eps, *COEF, None, 1, 2),
+        "fused in-place noise": lambda: F.fused_step_rotate_(y, eps, *COEF, noise, 1, 2),
+        "reference noise": lambda: reference.fused_step(x, eps, *COEF, rotate=True, noise=noise),
+        "reference philox": lambda: reference.fused_step(x, eps, *COEF, rotate=True, seed=1, offset=2),
+        "reference randn": lambda: reference.fused_step(x, eps, *COEF, rotate=True, noise=torch.randn_like(x)),
+        "copy 12 B/voxel": lambda: dst.copy_(src),
+    }
+
+
+def timed(fn, device: torch.device) -> float:
+    """Seconds of one call."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(n: int, device: torch.device, repeats: int, budget: float) -> dict:
+    """name -> list of seconds, cases interleaved; a case stops once its runs exceed ``budget`` seconds."""
+    fns = cases(n, device)
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    for name, fn in fns.items():  # warm-up
+        timed(fn, device)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if sum(runs[name]) < budget:
+                runs[name].append(timed(fn, device))
+    return runs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=7, help="timed runs per case (the fastest is reported)")
+    ap.add_argument("--budget", type=float, default=20.0, help="seconds after which a slow case stops repeating")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/fused_step_<device>.json)")
+    args = ap.parse_args()
+
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not _ext.has_kernel("fused_step", device.type):
+        sys.exit(f"no compiled fused_step kernel for {device.type}: {_ext.build_info()}")
+    load_before = os.getloadavg()
+    rows = []
+    for n in args.sizes:
+        runs = measure(n, device, args.repeats, args.budget)
+        best = {name: min(ts) for name, ts in runs.items()}
+        gbs = {name: BYTES_PER_VOXEL * n**3 / t / 1e9 for name, t in best.items()}
+        copy = gbs["copy 12 B/voxel"]
+        rows.append({
+            "size": n, "voxels": n**3,
+            "cases": {name: {"ms": best[name] * 1e3, "gb_per_s": gbs[name], "of_copy": gbs[name] / copy,
+                             "all_ms": [t * 1e3 for t in runs[name]]} for name in runs},
+            "ratios": {
+                "reference_noise_over_fused_noise": best["reference noise"] / best["fused noise"],
+                "reference_philox_over_fused_philox": best["reference philox"] / best["fused philox"],
+                "reference_randn_over_fused_philox": best["reference randn"] / best["fused philox"],
+                "double_buffered_over_inplace_philox": best["fused philox"] / best["fused in-place philox"],
+                "double_buffered_over_inplace_noise": best["fused noise"] / best["fused in-place noise"],
+            },
+        })
+
+    names = list(rows[0]["cases"])
+    print(f"{device_name(device)}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"ms (GB/s at {BYTES_PER_VOXEL} B/voxel, fraction of copy)")
+    print(f"{'case':>22} " + " ".join(f"{str(r['size']) + '^3':>26}" for r in rows))
+    for name in names:
+        cells = [r["cases"][name] for r in rows]
+        print(f"{name:>22} " + " ".join(f"{c['ms']:9.3f} ({c['gb_per_s']:6.1f}, {c['of_copy']:4.2f})" .rjust(26)
+                                        for c in cells))
+    for key in rows[0]["ratios"]:
+        print(f"{key:>36} " + " ".join(f"{r['ratios'][key]:8.2f}" for r in rows))
+    out = args.out or RESULTS / f"fused_step_{device.type}.json"
+    facts = provenance()
+    write_json(out, {
+        "benchmark": "fused_step", "device": device_name(device), "device_type": device.type,
+        "torch": torch.__version__, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+        "load_average_before_after": [load_before, os.getloadavg()],
+        "volume": "(1, N, 1, N, N) float32, rotate=True", "bytes_per_voxel": BYTES_PER_VOXEL,
+        "ceiling": "dst.copy_(src) of 1.5 N^3 float32 (12 B/voxel moved), preallocated",
+        "timing": f"best of {args.repeats} after a warm-up, cases interleaved, budget {args.budget} s per case",
+        "rows": rows, "command": " ".join([Path(sys.executable).name, *sys.argv]), "date": facts["date"],
+        "versions": facts,
+    })
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -40,13 +40,16 @@ def sample_images(model: torch.nn.Module, schedule: NoiseSchedule, n: int, size:
 
 
 def to_labels(images: torch.Tensor) -> np.ndarray:
-    """Phase labels of generated images: threshold at 0 (one channel) or argmax (one-hot). (n, C, H, W) -> (n, H, W) uint8."""
+    """Phase labels of generated images: threshold at 0 (one channel) or argmax (one-hot).
+
+    images: (n, C, H, W) -> (n, H, W) uint8.
+    """
     labels = (images[:, 0] > 0) if images.shape[1] == 1 else images.argmax(1)
     return labels.to(torch.uint8).cpu().numpy()
 
 
 def image_grid(images: torch.Tensor, ncol: int | None = None, pad: int = 2) -> np.ndarray:
-    """Tile generated images into one uint8 picture (phases as grey levels 0..255, pad pixels mid-grey).
+    """Tile generated images into one uint8 picture (phases as grey levels 0..255, padding mid-grey).
 
     images: (n, C, H, W) -> (rows*(H+pad)-pad, ncol*(W+pad)-pad).
     """

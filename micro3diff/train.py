@@ -263,7 +263,7 @@ class RunDir:
 
     def write_checkpoint(self, step: int, ema_sd: dict, tensors: dict, meta: dict, config: TrainConfig,
                          data: dict, training: dict) -> Path:
-        """Write model_<step> and state_<step>, then the stable copy and latest.json, then prune. Returns the model path."""
+        """Write model_<step>, state_<step>, the stable copy, then latest.json; prune. Returns the model path."""
         model_path = self.ckpt / f"model_{step:07d}.safetensors"
         state_path = self.ckpt / f"state_{step:07d}.safetensors"
         save_checkpoint(model_path, ema_sd, config.unet, config.schedule, data, training)
@@ -298,7 +298,9 @@ class RunDir:
 
 def _setup_distributed(device: torch.device | str | None) -> tuple[int, int, torch.device]:
     """(rank, world, device); initialises torch.distributed (NCCL on GPU, gloo on CPU) under torchrun."""
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1, device
@@ -355,7 +357,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             write_json(run.root / "config.json", {"train": config, "world_size": world, "provenance": provenance()})
         net = model
         if world > 1:
-            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+            ids = [device] if device.type == "cuda" else None
+            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         schedule = NoiseSchedule(config.schedule)
         sampler = CropSampler(images, config.batch, config.seed, rank, world)
         data_info = images.checkpoint_data(config.plane)

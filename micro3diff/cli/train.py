@@ -9,8 +9,8 @@ from ..errors import UserError
 from ._common import pick_device, user_errors
 
 # Options that may change when a run is resumed; everything else comes from the run's config.json.
-RESUMABLE = {"steps", "save_every", "keep", "log_every", "sample_every", "device", "threads", "progress", "resume", "out",
-             "data"}
+RESUMABLE = {"steps", "save_every", "keep", "log_every", "sample_every", "device", "threads", "progress", "resume",
+             "out", "data"}
 
 
 def _dim_mults(value: str | None) -> tuple[int, ...] | None:
@@ -47,7 +47,8 @@ def _dim_mults(value: str | None) -> tuple[int, ...] | None:
 @click.option("--threshold", help="Binarise non-binary images at this value, or 'otsu'.")
 @click.option("--phases", type=int, default=2, show_default=True, help="K >= 3: one-hot multiphase training.")
 @click.option("--no-augment", is_flag=True, help="Disable 8-fold dihedral augmentation.")
-@click.option("--plane", type=click.Choice(["yz", "xz", "xy"]), help="Record the plane of a per-plane model.")
+@click.option("--plane", type=click.Choice(["yz", "xz", "xy"]),
+              help="Record the plane of a per-plane (anisotropic) model; consider --no-augment.")
 @click.option("--seed", type=int, help="Seed of weights, data order and noise (default 0).")
 @click.option("--device", help="cpu, cuda or cuda:N (default: cuda if available).")
 @click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")

@@ -14,7 +14,8 @@
 // Bit-exactness: ln, sin and cos are fixed polynomials evaluated with single IEEE round-to-nearest
 // float32 operations (no libm, no FMA contraction: on CUDA through __f*_rn intrinsics, on the host the
 // extension is compiled with -ffp-contract=off), so the CPU kernels, the CUDA kernels and the PyTorch
-// twin (one torch op per operation, same order) give the same bits. |u|-tails end at sqrt(2 ln 2^24) = 5.77.
+// twin (one torch op per operation, same order) give the same bits. Draws are bounded:
+// |z| <= sqrt(2 ln 2^24) = 5.77.
 #pragma once
 #include <cmath>
 #include <cstdint>

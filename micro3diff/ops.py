@@ -61,7 +61,8 @@ def fused_step_(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_
                 noise: torch.Tensor | None = None, seed: int = 0, offset: int = 0) -> torch.Tensor:
     """In place ``x <- c_x*x - c_eps*eps + c_z*z`` (identity plane); x contiguous. Returns x."""
     if use_compiled("fused_step_", x.device):
-        torch.ops.micro3diff.fused_step_(x, eps, float(c_x), float(c_eps), float(c_z), noise, _int64(seed), _int64(offset))
+        torch.ops.micro3diff.fused_step_(x, eps, float(c_x), float(c_eps), float(c_z), noise, _int64(seed),
+                                         _int64(offset))
         return x
     return reference.fused_step_(x, eps, c_x, c_eps, c_z, noise=noise, seed=seed, offset=offset)
 

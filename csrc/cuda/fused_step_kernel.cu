@@ -32,7 +32,8 @@ struct Eps16 {
   }
   __device__ static void load4(const uint16_t* p, float e[4]) {
     const uint2 v = *reinterpret_cast<const uint2*>(p);
-    e[0] = cvt(uint16_t(v.x)), e[1] = cvt(uint16_t(v.x >> 16)), e[2] = cvt(uint16_t(v.y)), e[3] = cvt(uint16_t(v.y >> 16));
+    e[0] = cvt(uint16_t(v.x)), e[1] = cvt(uint16_t(v.x >> 16));
+    e[2] = cvt(uint16_t(v.y)), e[3] = cvt(uint16_t(v.y >> 16));
   }
 };
 
@@ -79,7 +80,8 @@ __global__ void __launch_bounds__(256) step_identity_kernel(StepParams p, int64_
         z[0] = nv.x, z[1] = nv.y, z[2] = nv.z, z[3] = nv.w;
       }
       *reinterpret_cast<float4*>(p.out + i) =
-          make_float4(step(p, xv.x, e[0], z[0]), step(p, xv.y, e[1], z[1]), step(p, xv.z, e[2], z[2]), step(p, xv.w, e[3], z[3]));
+          make_float4(step(p, xv.x, e[0], z[0]), step(p, xv.y, e[1], z[1]), step(p, xv.z, e[2], z[2]),
+                      step(p, xv.w, e[3], z[3]));
     } else {
       for (int k = 0; k < 4 && i + k < n; ++k)
         p.out[i + k] = step(p, p.x[i + k], Eps::cvt(eps[i + k]), p.noise != nullptr ? p.noise[i + k] : z[k]);
@@ -202,7 +204,8 @@ cudaError_t launch_fused_step(const StepParams& p, bool rotate, cudaStream_t str
     if (rotate) {
       const int64_t blocks = p.V * p.C * p.H * ((p.D + kTile - 1) / kTile) * ((p.W + kTile - 1) / kTile);
       // tile rows start at multiples of W plus multiples of 32
-      step_rotate_kernel<Eps><<<unsigned(blocks), dim3(kTile, kTileRows), 0, stream>>>(p, max_groups(kTile, p.W % 4 == 0));
+      const int gmax = max_groups(kTile, p.W % 4 == 0);
+      step_rotate_kernel<Eps><<<unsigned(blocks), dim3(kTile, kTileRows), 0, stream>>>(p, gmax);
     } else {
       const bool vec = aligned(p.x, 16) && aligned(p.out, 16) && aligned(p.eps, 4 * sizeof(typename Eps::T)) &&
                        (p.noise == nullptr || aligned(p.noise, 16));
@@ -219,7 +222,8 @@ cudaError_t launch_fused_step_rotate_inplace(const StepParams& p, cudaStream_t s
   return dispatch_eps(p.eps_type, [&](auto eps) {
     using Eps = decltype(eps);
     // cube rows start at multiples of N plus multiples of 8
-    step_rotate_inplace_kernel<Eps><<<unsigned(p.V * p.C * nb * nb * nb), 256, 0, stream>>>(p, max_groups(kCube, p.D % 4 == 0));
+    const int gmax = max_groups(kCube, p.D % 4 == 0);
+    step_rotate_inplace_kernel<Eps><<<unsigned(p.V * p.C * nb * nb * nb), 256, 0, stream>>>(p, gmax);
     return cudaGetLastError();
   });
 }

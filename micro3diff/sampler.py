@@ -157,20 +157,24 @@ def _eps(model: nn.Module, x: torch.Tensor, t: int, max_batch: int) -> torch.Ten
     tb = torch.full((xb.shape[0],), t, dtype=torch.long, device=x.device)
     with torch.no_grad():
         if xb.shape[0] <= max_batch:
-            return model(xb, tb).view(x.shape)
+            return model(xb, tb).reshape(x.shape)
         chunks = [model(xb[i:i + max_batch], tb[i:i + max_batch]) for i in range(0, xb.shape[0], max_batch)]
-        return torch.cat(chunks).view(x.shape)
+        return torch.cat(chunks).reshape(x.shape)
 
 
 def _update(x: torch.Tensor, eps: torch.Tensor, a: Affine, rotate: bool, seeds: list[int], offset: int) -> torch.Tensor:
-    """``R(c_x x - c_eps eps + c_z z)`` (R only if ``rotate``), each volume with its own Philox stream."""
+    """``R(c_x x - c_eps eps + c_z z)`` (R only if ``rotate``), each volume with its own Philox stream.
+
+    In place unless R changes the shape (non-cubic volumes), then one new (V, H, C, W, D) tensor.
+    """
     if not rotate:
         for v, s in enumerate(seeds):
             ops.fused_step_(x[v:v + 1], eps[v:v + 1], a.c_x, a.c_eps, a.c_z, seed=s, offset=offset)
         return x
-    outs = [ops.fused_step(x[v:v + 1], eps[v:v + 1], a.c_x, a.c_eps, a.c_z, rotate=True, seed=s, offset=offset)
+    outs = [ops.fused_step_rotate(x[v:v + 1], eps[v:v + 1], a.c_x, a.c_eps, a.c_z, seed=s, offset=offset)
             for v, s in enumerate(seeds)]
-    return outs[0] if len(outs) == 1 else torch.cat(outs)
+    in_place = outs[0].data_ptr() == x.data_ptr()
+    return x if in_place else outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: NoiseSchedule,

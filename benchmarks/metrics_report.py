@@ -15,9 +15,9 @@ Estimators compared (both on a periodic overlapping-spheres volume, R = 6, phi =
   every other line with edge chords trimmed: a different quantity, not compared.)
 
 Timings: best of several interleaved runs (one for PoreSpy's 256^3 S2), after a warm-up (numba JIT),
-torch and PoreSpy each on all cores of this machine; the load average is recorded (shared machine). Writes benchmarks/results/metrics_cpu.json.
+with torch and PoreSpy on 1 thread and on all cores alike; the load average is recorded (shared machine). Writes benchmarks/results/metrics_cpu.json.
 
-    nice -n 10 /path/to/venv-with-porespy/bin/python benchmarks/metrics_report.py [--sizes 64 128 256]
+    nice -n 10 /path/to/venv-with-porespy/bin/python benchmarks/metrics_report.py [--sizes 64 128 256] [--threads 1 2]
 """
 from __future__ import annotations
 
@@ -74,9 +74,48 @@ def cpu_name() -> str:
     return platform.processor()
 
 
+def measure(ps, n: int) -> dict:
+    """Times and curve differences at n^3 for the current thread count."""
+    vol = synth.overlapping_spheres((n, n, n), radius=RADIUS, matrix_fraction=PHI, seed=0).array
+    im, x, r_max = vol.astype(bool), torch.from_numpy(vol), n // 2
+    slow = 1 if n >= 256 else 3  # PoreSpy's S2 at 256^3 takes minutes
+    noise = torch.rand(n, n, n, generator=torch.Generator().manual_seed(0)) < PHI
+    t = best_times({
+        "s2": lambda: metrics.two_point(x, r_max),
+        "s2_periodic": lambda: metrics.two_point(x, r_max, periodic=True),
+        "ps_s2": lambda: ps.metrics.two_point_correlation(im, bins=np.arange(r_max + 2) - 0.5),
+        "lp": lambda: metrics.lineal_path(x, r_max),
+        "lp_noise": lambda: metrics.lineal_path(noise, r_max),
+        "lp_twin": lambda: reference.lineal_path(x[None], r_max, False),
+        "ps_lp": lambda: porespy_lineal_path(ps, im, r_max),
+    }, {"s2": 3, "s2_periodic": 3, "ps_s2": slow, "lp": 9, "lp_noise": 9, "lp_twin": 1, "ps_lp": 3})
+    (t_s2, ours), (t_s2_periodic, _), (t_ps_s2, theirs) = t["s2"], t["s2_periodic"], t["ps_s2"]
+    (t_lp, lp), (t_lp_noise, _), (t_lp_twin, _), (t_ps_lp, lp_ps) = t["lp"], t["lp_noise"], t["lp_twin"], t["ps_lp"]
+    row = {
+        "size": n, "r_max": r_max, "volume_fraction": float(vol.mean()),
+        "two_point": {
+            "micro3diff_s": t_s2, "micro3diff_periodic_s": t_s2_periodic, "porespy_s": t_ps_s2,
+            "speedup": t_ps_s2 / t_s2,
+            "max_abs_diff": float(np.abs(theirs.probability_scaled - ours.average.numpy()).max()),
+        },
+        "lineal_path": {
+            "micro3diff_s": t_lp, "micro3diff_iid_noise_s": t_lp_noise, "reference_twin_s": t_lp_twin,
+            "porespy_s": t_ps_lp, "speedup": t_ps_lp / t_lp,
+            "max_abs_diff": float(np.abs(lp_ps - lp.parts.numpy()).max()),
+        },
+    }
+    print(f"{torch.get_num_threads()} thread(s) {n:>4}^3  S2 {t_s2:8.3f} s vs PoreSpy {t_ps_s2:8.3f} s "
+          f"({row['two_point']['speedup']:6.1f}x, diff {row['two_point']['max_abs_diff']:.1e})   "
+          f"L {t_lp * 1e3:8.2f} ms vs PoreSpy {t_ps_lp:7.3f} s "
+          f"({row['lineal_path']['speedup']:6.1f}x, diff {row['lineal_path']['max_abs_diff']:.1e})", flush=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count()],
+                        help="thread counts for torch and PoreSpy alike (1 is robust to a loaded machine)")
     parser.add_argument("--out", type=Path, default=RESULTS / "metrics_cpu.json")
     args = parser.parse_args()
     try:
@@ -90,44 +129,15 @@ def main() -> None:
     ps.metrics.two_point_correlation(warm, bins=np.arange(14) - 0.5)
     porespy_lineal_path(ps, warm, 12)
 
-    rows, load = [], {"before": os.getloadavg()}
-    for n in args.sizes:
-        vol = synth.overlapping_spheres((n, n, n), radius=RADIUS, matrix_fraction=PHI, seed=0).array
-        im, x, r_max = vol.astype(bool), torch.from_numpy(vol), n // 2
-        slow = 1 if n >= 256 else 3  # PoreSpy's S2 at 256^3 takes minutes
-        noise = torch.rand(n, n, n, generator=torch.Generator().manual_seed(0)) < PHI
-        t = best_times({
-            "s2": lambda: metrics.two_point(x, r_max),
-            "s2_periodic": lambda: metrics.two_point(x, r_max, periodic=True),
-            "ps_s2": lambda: ps.metrics.two_point_correlation(im, bins=np.arange(r_max + 2) - 0.5),
-            "lp": lambda: metrics.lineal_path(x, r_max),
-            "lp_noise": lambda: metrics.lineal_path(noise, r_max),
-            "lp_twin": lambda: reference.lineal_path(x[None], r_max, False),
-            "ps_lp": lambda: porespy_lineal_path(ps, im, r_max),
-        }, {"s2": 3, "s2_periodic": 3, "ps_s2": slow, "lp": 9, "lp_noise": 9, "lp_twin": 1, "ps_lp": 3})
-        (t_s2, ours), (t_s2_periodic, _), (t_ps_s2, theirs) = t["s2"], t["s2_periodic"], t["ps_s2"]
-        (t_lp, lp), (t_lp_noise, _), (t_lp_twin, _), (t_ps_lp, lp_ps) = t["lp"], t["lp_noise"], t["lp_twin"], t["ps_lp"]
-        row = {
-            "size": n, "r_max": r_max, "volume_fraction": float(vol.mean()),
-            "two_point": {
-                "micro3diff_s": t_s2, "micro3diff_periodic_s": t_s2_periodic, "porespy_s": t_ps_s2,
-                "speedup": t_ps_s2 / t_s2,
-                "max_abs_diff": float(np.abs(theirs.probability_scaled - ours.average.numpy()).max()),
-            },
-            "lineal_path": {
-                "micro3diff_s": t_lp, "micro3diff_iid_noise_s": t_lp_noise, "reference_twin_s": t_lp_twin,
-                "porespy_s": t_ps_lp, "speedup": t_ps_lp / t_lp,
-                "max_abs_diff": float(np.abs(lp_ps - lp.parts.numpy()).max()),
-            },
-        }
-        rows.append(row)
-        print(f"{n:>4}^3  S2 {t_s2:8.3f} s vs PoreSpy {t_ps_s2:8.3f} s ({row['two_point']['speedup']:6.1f}x, "
-              f"diff {row['two_point']['max_abs_diff']:.1e})   L {t_lp * 1e3:8.2f} ms vs PoreSpy {t_ps_lp:7.3f} s "
-              f"({row['lineal_path']['speedup']:6.1f}x, diff {row['lineal_path']['max_abs_diff']:.1e})", flush=True)
+    runs, load = [], {"before": os.getloadavg()}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        ps.settings.ncores = threads  # PoreSpy's FFT workers
+        runs.append({"threads": threads, "results": [measure(ps, n) for n in args.sizes]})
 
     write_json(args.out, {
         "benchmark": "S2 and Torquato L(z), micro3diff compiled CPU vs PoreSpy",
-        "device": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "device": {"cpu": cpu_name(), "cores": os.cpu_count()},
         "versions": {**{k: v for k, v in provenance().items() if k in ("micro3diff", "torch", "numpy", "python")},
                      **{p: version(p) for p in ("porespy", "scipy", "numba")}},
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -143,7 +153,7 @@ def main() -> None:
         },
         "load_average_1_5_15min": {**load, "after": os.getloadavg()},
         "goals": {"two_point_speedup_256": 10, "lineal_path_speedup_256": 50},
-        "results": rows,
+        "runs": runs,
         "kernels": _ext.build_info(),
     })
     print(f"wrote {args.out}")

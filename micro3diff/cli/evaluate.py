@@ -1,12 +1,15 @@
 """``m3d evaluate``: S2 and L(z) of generated volumes against a reference (paper 3.5).
 
 Writes REPORT_DIR/report.json, curves.csv, two_point.png and lineal_path.png; prints a short table.
+With ``--blocks N`` also REPORT_DIR/drift.json: S2 / L drift between N blocks along each volume's longest axis
+(``micro3diff.drift``), beside the same numbers for crops of a 3D reference.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+import numpy as np
 
 from ..errors import UserError
 from ._common import user_errors
@@ -34,16 +37,21 @@ def _threshold(value: str | None) -> float | str | None:
 @click.option("--periodic", is_flag=True, help="Periodic estimators (the volumes wrap around).")
 @click.option("--crops", type=int, default=64, show_default=True, help="Reference crops for the floor.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the crops and the shuffle.")
+@click.option("--blocks", type=int, default=0,
+              help="Drift check: cut each 3D volume into N >= 2 blocks along its longest axis (writes drift.json).")
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(path_type=Path), help="Report folder.")
 @user_errors
 def evaluate(generated: tuple[Path, ...], reference: Path, mode: str | None, r_max: int | None,
-             threshold: str | None, phase: int | None, periodic: bool, crops: int, seed: int, out_dir: Path) -> None:
+             threshold: str | None, phase: int | None, periodic: bool, crops: int, seed: int, blocks: int,
+             out_dir: Path) -> None:
     """Compare GENERATED volumes (or 2D images) with a reference: S2, L(z), floor and baseline."""
     from .. import report
     from ..io import read_array
 
     if crops < 1:
         raise UserError(f"--crops must be at least 1, got {crops}")
+    if blocks == 1 or blocks < 0:
+        raise UserError(f"--blocks must be 0 (off) or at least 2, got {blocks}")
     ref = read_array(reference)
     arrays, names = [], []
     for path in generated:
@@ -51,9 +59,23 @@ def evaluate(generated: tuple[Path, ...], reference: Path, mode: str | None, r_m
         batch = arr if arr.ndim == 4 else [arr]  # a 4D file holds several volumes
         arrays += list(batch)
         names += [path.name] if arr.ndim != 4 else [f"{path.name}[{i}]" for i in range(len(arr))]
+    if blocks and any(a.ndim != 3 for a in arrays):
+        raise UserError("--blocks needs 3D generated volumes")
     result = report.evaluate(arrays, ref, mode=mode, r_max=r_max, periodic=periodic, phase=phase,
                              threshold=_threshold(threshold), names=names, n_crops=crops, seed=seed, progress=True)
     paths = report.write_report(result, out_dir)
+    if blocks:
+        from ..drift import drift_report
+        from ..io import write_json
+
+        drift = drift_report(arrays, ref, blocks, phase=phase, threshold=result.threshold, seed=seed)
+        paths.append(out_dir / "drift.json")
+        write_json(paths[-1], drift)
+        for name, d in drift.items():
+            natural = d["reference_first_last"]
+            click.echo(f"drift {report.LABELS[name]} (axis {d['axis']}, {blocks} blocks): first vs last block "
+                       f"{np.mean(d['first_last']):.2f} %" + (f"; reference crops {natural['mean']:.2f} ± "
+                                                              f"{natural['std']:.2f} %" if natural else ""))
     click.echo(report.format_table(result))
     for note in result.notes:
         click.echo(f"note: {note}")

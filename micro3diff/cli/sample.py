@@ -1,6 +1,6 @@
 """``m3d sample``: 3D volumes from a trained 2D model by multi-plane harmonized sampling.
 
-Per volume i: ``<stem>_<i>.tif`` (uint8 phases, (D, H, W) ImageJ stack) and/or ``.npy``,
+Per volume i: ``<stem>_<i>.tif`` (uint8 phases, (D, H, W) ImageJ stack) and/or ``.npy``, or ``.vti`` (VTK),
 ``<stem>_<i>_ortho.png`` (central yz | xz | xy slices) and, written last, the sidecar ``<stem>_<i>.json``.
 """
 from __future__ import annotations
@@ -75,7 +75,8 @@ def _orthoslices(phases: np.ndarray, n_phases: int) -> np.ndarray:
 @click.option("--device", help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK if available, else cpu).")
 @click.option("--max-batch", type=int, help="Slices per network forward (default: all of a plane).")
 @click.option("--periodic", is_flag=True, help="Circular padding: a periodic volume.")
-@click.option("--format", "fmt", type=click.Choice(["tif", "npy", "both"]), default="tif", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["tif", "npy", "vti", "both"]), default="tif", show_default=True,
+              help="vti: VTK image data (opens in ParaView); both: tif and npy.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("samples"), show_default=True)
 @click.option("--stem", help="File name stem (default: the checkpoint's name).")
 @click.option("--overwrite", is_flag=True, help="Redo volumes whose files already exist (default: skip them).")
@@ -121,7 +122,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
         raise UserError(f"output folder {out_dir} is not writable")
     stem = stem or Path(first.path).stem
     schedule = NoiseSchedule(first.schedule)
-    suffixes = {"tif": [".tif"], "npy": [".npy"], "both": [".tif", ".npy"]}[fmt]
+    suffixes = {"tif": [".tif"], "npy": [".npy"], "vti": [".vti"], "both": [".tif", ".npy"]}[fmt]
     models = {p: c.model for p, c in plane_ckpts.items()}
 
     for i in range(rank, count, world):

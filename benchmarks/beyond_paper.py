@@ -1,0 +1,210 @@
+"""Beyond the paper (issue 8): one measured result per capability, written to benchmarks/results/beyond_paper.json.
+
+    PYTHONPATH=. python benchmarks/beyond_paper.py train --minutes 9   # data + 4 tiny trainings side by side
+    PYTHONPATH=. python benchmarks/beyond_paper.py measure             # sample, measure, write the JSON
+
+train:   an anisotropic material (overlapping ellipsoids, semi-axes 12, 4, 4 along D) sliced into the three
+         stacks the sampler's per-plane models see (micro3diff.planes.plane_stack), one tiny per-plane model
+         each (``m3d train STACK --plane P --no-augment``); a 3-phase material (micro3diff.synth.multiphase)
+         with ``m3d train --phases 3 --axis all``. 32^2 crops, tiny preset, --threads 1, each run stopped
+         after --minutes (its newest checkpoint is used).
+measure: 1 any size: shipped ``spheres`` model, 48 x 48 x 144 volume with --max-batch, drift of S2 / L
+           between the first and last of 3 blocks along the long axis vs the same for the reference.
+         2 periodic: shipped ``spheres`` model, --periodic vs not: S2 periodic vs non-periodic estimator
+           on the same volume, and L of a 2x2x2 tiled copy vs the volume (seam).
+         3 anisotropic: per-axis L(z) of per-plane samples vs the reference; ratio long / short axis.
+         4 multiphase: per-phase volume fractions generated vs reference.
+         5 vti: the .vti written by ``m3d sample --format vti`` reads back equal to the TIFF.
+Everything heavy runs through the ``m3d`` CLI (the commands are recorded in the JSON).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from micro3diff import drift, planes, synth  # noqa: E402
+from micro3diff.io import provenance, read_array, write_array, write_json  # noqa: E402
+from micro3diff.vti import read_vti  # noqa: E402
+
+ROOT = REPO / "runs" / "beyond"
+RESULT = REPO / "benchmarks" / "results" / "beyond_paper.json"
+M3D = [sys.executable, "-c", "from micro3diff.cli import main; main()"]
+TRAIN = ["--preset", "tiny", "--image-size", "32", "--lr", "1e-3", "--warmup", "50", "--save-every", "50",
+         "--log-every", "10", "--threads", "1", "--seed", "0", "--no-progress"]
+ANISO_AXES = (12.0, 4.0, 4.0)
+MULTI = dict(diameter_mean=(10.0, 6.0), diameter_sd=(2.0, 1.0), volume_fraction=(0.2, 0.1))
+COMMANDS: list[str] = []
+
+
+def m3d(*args: str, timeout: float | None = None) -> None:
+    """Run ``m3d ARGS`` (recorded); a run stopped by ``timeout`` is fine (training keeps its checkpoints)."""
+    cmd = ["m3d", *map(str, args)]
+    COMMANDS.append(" ".join(cmd))
+    try:
+        subprocess.run([*M3D, *cmd[1:]], check=True, cwd=REPO, timeout=timeout,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def make_data() -> dict[str, Path]:
+    """Reference volumes (96^3) and the per-plane training stacks under ROOT."""
+    ROOT.mkdir(parents=True, exist_ok=True)
+    paths = {"aniso": ROOT / "aniso.npy", "multi": ROOT / "multiphase.npy"}
+    if not paths["aniso"].exists():
+        write_array(paths["aniso"], synth.ellipsoids((96, 96, 96), ANISO_AXES, 0.25, seed=1).array)
+    if not paths["multi"].exists():
+        write_array(paths["multi"], synth.multiphase((96, 96, 96), **MULTI, seed=1).array)
+    aniso = read_array(paths["aniso"])
+    for p in planes.PLANES:
+        paths[p] = ROOT / f"aniso_{p}.npy"
+        if not paths[p].exists():
+            write_array(paths[p], planes.plane_stack(aniso, p))
+    return paths
+
+
+def train(minutes: float) -> None:
+    """The four tiny trainings side by side, each stopped after ``minutes``."""
+    paths = make_data()
+    runs = [(paths[p], ["--plane", p, "--no-augment"], ROOT / f"run_{p}") for p in planes.PLANES]
+    runs.append((paths["multi"], ["--phases", "3", "--axis", "all"], ROOT / "run_multi"))
+    procs = []
+    for data, extra, out in runs:
+        cmd = ["m3d", "train", str(data), *extra, *TRAIN, "--steps", "100000", "-o", str(out)]
+        COMMANDS.append(" ".join(cmd))
+        log = open(out.with_suffix(".log"), "w")
+        procs.append(subprocess.Popen(["timeout", str(int(minutes * 60)), "nice", "-n", "10", *M3D, *cmd[1:]],
+                                      cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}))
+    for p in procs:
+        p.wait()
+    write_json(ROOT / "train_commands.json", {"commands": COMMANDS, "minutes": minutes})
+
+
+def sample(out: Path, *args: str) -> np.ndarray:
+    """``m3d sample ARGS -o out --format npy`` (preview preset, seed 0) -> the (D, H, W) labels of volume 0."""
+    m3d("sample", *args, "--preset", "preview", "--format", "npy", "--device", "cpu", "-o", out, "--stem", "v")
+    return np.load(out / "v_0.npy")
+
+
+def seconds(out: Path) -> float:
+    return json.loads((out / "v_0.json").read_text())["seconds"]
+
+
+def any_size() -> dict:
+    """Shipped spheres model (trained on 48^2 crops) -> 48 x 48 x 144, drift along D vs reference crops."""
+    ref = synth.spheres(seed=1).array  # the shipped model's training volume (300 x 64 x 64)
+    out = ROOT / "any_size"
+    vol = sample(out, "spheres", "--shape", "48", "48", "144", "--max-batch", "48")
+    report = drift.drift_report([vol], ref, 3, n_crops=16)
+    return {"shape": list(vol.shape), "max_batch": 48, "seconds": seconds(out), "n_blocks": 3,
+            "volume_fraction": {"generated": float(vol.mean()), "reference": float(ref.mean())},
+            "drift": report,
+            "note": "first_last: error rate (%) of the last block's curve against the first's; reference_first_last:"
+                    " the same for 16 random reference crops of the generated shape (natural spread)"}
+
+
+def periodic() -> dict:
+    """Shipped spheres model, 48^3, --periodic vs not (same seed): seam checks, and a reference crop's."""
+    out = {}
+    for name, flag in (("periodic", ["--periodic"]), ("non_periodic", [])):
+        folder = ROOT / name
+        vol = sample(folder, "spheres", "--size", "48", *flag)
+        out[name] = {**drift.seam_errors(vol), "seconds": seconds(folder), "volume_fraction": float(vol.mean())}
+    out["reference_crop"] = drift.seam_errors(synth.spheres(seed=1).array[:48, :48, :48])
+    out["note"] = ("errors in %: two_point_periodic_vs_open = periodic vs non-periodic S2 estimator on the volume;"
+                   " lineal_path_tiled = L(z) of the 2x2x2 tiled volume vs the volume, per array axis (D, H, W);"
+                   " reference_crop: a non-periodic 48^3 crop of the training volume")
+    return out
+
+
+def anisotropic(z: int = 8) -> dict:
+    """Per-plane models -> 48^3; L(z) along D (needle axis) / mean of H, W, generated vs reference."""
+    ref = read_array(ROOT / "aniso.npy")
+    models = [f"{p}={ROOT / f'run_{p}' / 'model.safetensors'}" for p in planes.PLANES]
+    out = ROOT / "aniso_samples"
+    m3d("sample", "--models", ",".join(models), "--size", "48", "--count", "2", "--preset", "preview",
+        "--format", "npy", "--device", "cpu", "-o", out, "--stem", "v")
+    vols = np.stack([np.load(out / f"v_{i}.npy") for i in range(2)])
+
+    def stats(v: np.ndarray) -> dict:
+        lp = planes.axis_lineal_path(v, z, phase=1)
+        return {"volume_fraction": float((v == 1).mean()), f"L{z}_per_axis_DHW": lp,
+                "ratio_long_over_short": lp[0] / (0.5 * (lp[1] + lp[2]))}
+
+    return {"semi_axes_DHW": list(ANISO_AXES), "z": z, "reference": stats(ref), "generated": stats(vols),
+            "seconds": seconds(out), "training_steps": {p: _steps(ROOT / f"run_{p}") for p in planes.PLANES}}
+
+
+def multiphase() -> dict:
+    """3-phase model -> 2 volumes 48^3; per-phase volume fractions and S2 error (report.evaluate) vs reference."""
+    from micro3diff import report
+
+    ref = read_array(ROOT / "multiphase.npy")
+    out = ROOT / "multi_samples"
+    m3d("sample", ROOT / "run_multi" / "model.safetensors", "--size", "48", "--count", "2", "--preset", "preview",
+        "--format", "npy", "--device", "cpu", "-o", out, "--stem", "v")
+    vols = [np.load(out / f"v_{i}.npy") for i in range(2)]
+    phases = {}
+    for k in range(3):
+        rep = report.evaluate(vols, ref, phase=k, n_crops=8)
+        phases[str(k)] = {"generated_fraction": float(np.mean([(v == k).mean() for v in vols])),
+                          "reference_fraction": float((ref == k).mean()),
+                          **{f"{m}_error_of_mean": r.error_of_mean for m, r in rep.metrics.items()},
+                          **{f"{m}_floor_mean": r.floor["errors_mean"] for m, r in rep.metrics.items()},
+                          **{f"{m}_baseline": r.baseline["error"] for m, r in rep.metrics.items()}}
+    return {"phases": phases, "seconds": seconds(out), "training_steps": _steps(ROOT / "run_multi")}
+
+
+def vti() -> dict:
+    """Same volume (spheres, 32^3, seed 0) written as .tif and .vti by m3d sample: equal on reading back."""
+    out = ROOT / "vti"
+    for fmt in ("tif", "vti"):
+        m3d("sample", "spheres", "--size", "32", "--preset", "preview", "--format", fmt, "--device", "cpu",
+            "-o", out, "--stem", "v", "--overwrite")
+    tif, vol = read_array(out / "v_0.tif"), read_vti(out / "v_0.vti")[0]
+    return {"identical": bool(np.array_equal(tif, vol)), "shape": list(vol.shape), "dtype": str(vol.dtype),
+            "bytes": {"tif": (out / "v_0.tif").stat().st_size, "vti": (out / "v_0.vti").stat().st_size}}
+
+
+def _steps(run: Path) -> int:
+    return json.loads((run / "latest.json").read_text())["step"]
+
+
+def measure() -> None:
+    started = time.time()
+    results = {"any_size": any_size(), "periodic": periodic(), "anisotropic": anisotropic(),
+               "multiphase": multiphase(), "vti": vti()}
+    train_cmds = ROOT / "train_commands.json"
+    write_json(RESULT, {
+        "benchmark": "beyond_paper", "device": "cpu", "cpu_count": os.cpu_count(),
+        "load_average_at_end": list(os.getloadavg()), "command": "PYTHONPATH=. python benchmarks/beyond_paper.py "
+        "train --minutes 10 && PYTHONPATH=. python benchmarks/beyond_paper.py measure",
+        "train_commands": json.loads(train_cmds.read_text()) if train_cmds.exists() else None,
+        "commands": COMMANDS, "seconds": time.time() - started, "provenance": provenance(), "results": results,
+    })
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=["train", "measure"])
+    ap.add_argument("--minutes", type=float, default=9.0, help="train: wall-clock minutes per run")
+    args = ap.parse_args()
+    if args.stage == "train":
+        train(args.minutes)
+    else:
+        measure()
+
+
+if __name__ == "__main__":
+    main()

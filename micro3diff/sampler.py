@@ -29,6 +29,7 @@ from torch import nn
 
 from . import ops
 from .errors import UserError
+from .fast import SamplerOptions, network
 from .schedule import Affine, NoiseSchedule
 from .unet import set_periodic
 
@@ -85,7 +86,9 @@ class StepRecord:
     """After step ``index`` (0-based, noisy to clean) of ``n_steps``, at model timestep ``t``.
 
     ``plane``: the plane of the step's last denoiser call. ``x``: (V, C, D, H, W) view of the current
-    sample (not a copy: clone it to keep it). ``nfe``, ``seconds``, ``seconds_network``: totals so far.
+    sample (not a copy: clone it to keep it). ``nfe``, ``seconds``, ``seconds_network``: totals so far
+    (without ``sync_timing``, as in the fast path, only the last record waits for the device: earlier ones
+    count host time and the forwards already finished).
     """
 
     index: int
@@ -151,10 +154,13 @@ def _padding(models: dict[str, nn.Module], periodic: bool) -> Iterator[None]:
             conv.padding_mode = mode
 
 
-def _eps(model: nn.Module, x: torch.Tensor, t: int, max_batch: int) -> torch.Tensor:
-    """eps of every slice of x (V, D, C, H, W): the model on (V*D, C, H, W), ``max_batch`` slices per forward."""
+def _eps(model: nn.Module, x: torch.Tensor, t: int | torch.Tensor, max_batch: int) -> torch.Tensor:
+    """eps of every slice of x (V, D, C, H, W): the model on (V*D, C, H, W), ``max_batch`` slices per forward.
+
+    ``t``: the model timestep, or a (V*D,) long tensor of it (CUDA graphs keep it in a device buffer).
+    """
     xb = x.view(-1, *x.shape[2:])
-    tb = torch.full((xb.shape[0],), t, dtype=torch.long, device=x.device)
+    tb = t if isinstance(t, torch.Tensor) else torch.full((xb.shape[0],), t, dtype=torch.long, device=x.device)
     with torch.no_grad():
         if xb.shape[0] <= max_batch:
             return model(xb, tb).reshape(x.shape)
@@ -182,7 +188,7 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
                        steps: int | None = None, n_harmonize: int | None = None, method: str | None = None,
                        eta: float | None = None, seed: int = 0, device: torch.device | str | None = None,
                        max_batch: int | None = None, rotate: bool = True, rotate_between_harmonize: bool = False,
-                       periodic: bool = False) -> Iterator[StepRecord]:
+                       periodic: bool = False, options: SamplerOptions | None = None) -> Iterator[StepRecord]:
     """Run Algorithm 1 on ``n_volumes`` volumes of ``shape`` (D, H, W), yielding a StepRecord after every step.
 
     ``model``: eps-model ``(B, C, h, w), (B,) -> (B, C, h, w)`` on ``device`` (default: its own), or a dict
@@ -190,6 +196,8 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
     ``method``, ``eta`` overriding it. ``max_batch``: slices per forward (None: all). ``rotate=False`` keeps
     the yz plane (a control); ``rotate_between_harmonize`` also rotates between the n_h calls of a step.
     ``periodic``: circular padding in the models' convolutions for the run (restored when the generator ends).
+    ``options``: how the network runs (micro3diff.fast; None: the reference, fp32 eager, synced timing);
+    ``SamplerOptions.fast(device)`` is the fast path (bf16 autocast, channels_last, CUDA graph on CUDA).
     """
     cfg = sampler_settings(preset, steps=steps, n_harmonize=n_harmonize, method=method, eta=eta)
     models = _plane_models(model)
@@ -206,33 +214,31 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
     if device is None:
         device = next(models["yz"].parameters(), torch.empty(0)).device
     device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     reverse = schedule.steps(cfg.steps, method=cfg.method, eta=cfg.eta)
     D, H, W = (int(s) for s in shape)
     C = channels.pop()
     seeds = [seed + v for v in range(n_volumes)]
     max_batch = max_batch or n_volumes * max(D, H, W)
 
-    start, paused, net, nfe, turns, offset = time.perf_counter(), 0.0, 0.0, 0, 0, 0
+    start, paused, nfe, turns, offset = time.perf_counter(), 0.0, 0, 0, 0
     x = torch.stack([torch.randn((D, C, H, W), generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device)
-    with _padding(models, periodic):
+    with _padding(models, periodic), network(models, options, max_batch, device, _eps) as net:
         for i, step in enumerate(reverse):
-            calls = 1 if i == len(reverse) - 1 else cfg.n_harmonize  # Alg. 1 line 9 ("t > 1"): no renoise at t = 1
+            final = i == len(reverse) - 1
+            calls = 1 if final else cfg.n_harmonize  # Alg. 1 line 9 ("t > 1"): no renoise at t = 1
             for h in range(calls):
                 plane = PLANES[turns % 3]
-                t0 = time.perf_counter()
-                eps = _eps(models[plane], x, step.t, max_batch)
-                sync()
-                net += time.perf_counter() - t0
+                eps = net(plane, x, step.t)  # timed inside (synced, or CUDA events in the fast path)
                 last = h == calls - 1
                 turn = rotate and (last or rotate_between_harmonize)
                 # eq. 17 (+ eq. 21 renoise, composed) as one affine map; R to the next plane after the step
                 x = _update(x, eps, step.denoise if last else step.harmonize, turn, seeds, offset)
                 offset, turns, nfe = offset + 1, turns + turn, nfe + 1  # a Philox stream per update
-            sync()
+            if net.options.sync_timing or final:
+                net.sync()
             t_yield = time.perf_counter()
             yield StepRecord(i, len(reverse), step.t, plane, x.permute(_CANONICAL[turns % 3]), nfe,
-                             t_yield - start - paused, net)
+                             t_yield - start - paused, net.seconds(wait=final))
             paused += time.perf_counter() - t_yield
 
 
@@ -241,7 +247,8 @@ def sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: NoiseSch
                   steps: int | None = None, n_harmonize: int | None = None, method: str | None = None,
                   eta: float | None = None, seed: int = 0, device: torch.device | str | None = None,
                   max_batch: int | None = None, rotate: bool = True, rotate_between_harmonize: bool = False,
-                  periodic: bool = False, callback: Callable[[StepRecord], None] | None = None) -> SampleResult:
+                  periodic: bool = False, options: SamplerOptions | None = None,
+                  callback: Callable[[StepRecord], None] | None = None) -> SampleResult:
     """Sample ``n_volumes`` volumes of ``shape`` (D, H, W); arguments as ``iter_sample_volume``.
 
     ``callback(record)`` runs after every step (progress bars; an exception it raises stops the run).
@@ -250,7 +257,7 @@ def sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: NoiseSch
     records = iter_sample_volume(model, schedule, shape, n_volumes, preset=preset, steps=steps,
                                  n_harmonize=n_harmonize, method=method, eta=eta, seed=seed, device=device,
                                  max_batch=max_batch, rotate=rotate, rotate_between_harmonize=rotate_between_harmonize,
-                                 periodic=periodic)
+                                 periodic=periodic, options=options)
     with contextlib.closing(records):  # restores the models' padding even when the callback raises
         for rec in records:
             if callback is not None:

@@ -75,6 +75,8 @@ def _orthoslices(phases: np.ndarray, n_phases: int) -> np.ndarray:
 @click.option("--device", help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK if available, else cpu).")
 @click.option("--max-batch", type=int, help="Slices per network forward (default: all of a plane).")
 @click.option("--periodic", is_flag=True, help="Circular padding: a periodic volume.")
+@click.option("--fast/--no-fast", default=None,
+              help="Fast path: bf16 autocast, channels_last, CUDA graph (default: on with CUDA, off on CPU).")
 @click.option("--format", "fmt", type=click.Choice(["tif", "npy", "vti", "both"]), default="tif", show_default=True,
               help="vti: VTK image data (opens in ParaView); both: tif and npy.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("samples"), show_default=True)
@@ -83,7 +85,8 @@ def _orthoslices(phases: np.ndarray, n_phases: int) -> np.ndarray:
 @user_errors
 def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, shape: tuple[int, ...],
            count: int, preset: str, steps: int | None, n_harmonize: int | None, method: str | None,
-           eta: float | None, seed: int, device: str | None, max_batch: int | None, periodic: bool, fmt: str,
+           eta: float | None, seed: int, device: str | None, max_batch: int | None, periodic: bool,
+           fast: bool | None, fmt: str,
            out_dir: Path, stem: str | None, overwrite: bool) -> None:
     """Generate COUNT volumes from MODEL (a checkpoint file or a shipped model name).
 
@@ -124,6 +127,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     schedule = NoiseSchedule(first.schedule)
     suffixes = {"tif": [".tif"], "npy": [".npy"], "vti": [".vti"], "both": [".tif", ".npy"]}[fmt]
     models = {p: c.model for p, c in plane_ckpts.items()}
+    options = sampler.SamplerOptions.fast(dev) if (dev.type == "cuda" if fast is None else fast) else None
 
     for i in range(rank, count, world):
         base = out_dir / f"{stem}_{i}"
@@ -134,7 +138,8 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
             continue
         with tqdm(total=settings.steps, desc=f"volume {i}", unit="step", disable=None, leave=False) as bar:
             res = sampler.sample_volume(models, schedule, shape, 1, preset=settings, seed=seed + i, device=dev,
-                                        max_batch=max_batch, periodic=periodic, callback=lambda rec: bar.update())
+                                        max_batch=max_batch, periodic=periodic, options=options,
+                                        callback=lambda rec: bar.update())
         phases = res.phases[0].cpu().numpy()
         for path in arrays:
             write_array(path, phases)
@@ -146,6 +151,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
             "nfe": res.nfe, "seconds": res.seconds, "seconds_network": res.seconds_network,
             "models": {p: c.describe() for p, c in plane_ckpts.items()}, "schedule": schedule.to_dict(),
             "device": str(dev), "max_batch": max_batch, "rank": rank, "world_size": world,
+            "fast": options.to_dict() if options else None,
             "files": [p.name for p in [*arrays, ortho]], "command": sys.argv, "versions": provenance(),
         })
         click.echo(f"wrote {base.name} ({res.seconds:.1f} s, {res.nfe} network calls)")

@@ -192,7 +192,8 @@ def part_throughput(device: torch.device, sizes: Sizes, args) -> dict:
         r = timed_pair(model, side, volumes, sizes.throughput_nfe, device, SamplerOptions.fast(device), "auto")
         rows.append({"unet": name, "side": side, "volumes_per_batch": volumes,
                      **{k: v for k, v in r.items() if k != "volume"},
-                     "volumes_per_hour": {p: per_hour(r, PRESETS[p].nfe, volumes) for p in ("paper", "quality", "fast")}})
+                     "volumes_per_hour": {p: per_hour(r, PRESETS[p].nfe, volumes)
+                                          for p in ("paper", "quality", "fast")}})
         print(f"  {name:>6} {side}^3 x{volumes}: {r['seconds_per_call'] * 1e3:.2f} ms/call, "
               f"{rows[-1]['volumes_per_hour']['paper']:.1f} vol/h at paper, peak {r['peak_gib']} GiB", flush=True)
         del model

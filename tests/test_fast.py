@@ -1,4 +1,4 @@
-"""Sampler fast path (micro3diff.fast): same volumes as the reference loop where it must, CUDA features skipped off CUDA."""
+"""Sampler fast path (micro3diff.fast): the reference volume where it must be; CUDA features skipped off CUDA."""
 import dataclasses
 
 import pytest

@@ -19,3 +19,13 @@ def _seeded():
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def package_env(**extra: str) -> dict:
+    """Environment for a subprocess that must import the same micro3diff as this session (installed or in-tree).
+
+    Run the subprocess with a cwd outside the repository too, or ``python -c`` imports the source tree first.
+    """
+    import micro3diff
+
+    return {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(micro3diff.__file__)), **extra}

@@ -1,7 +1,6 @@
 """Datasets, the training loop (loss falls, exact resume, checkpoints), 2D sampling and a 2-process DDP run."""
 import csv
 import dataclasses
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from conftest import package_env
 from micro3diff.checkpoint import load_checkpoint
 from micro3diff.data import (Crop, CropSampler, DataConfig, dihedral, load_training_images, otsu_threshold)
 from micro3diff.errors import UserError
@@ -19,7 +19,6 @@ from micro3diff.sample2d import image_grid, sample_images
 from micro3diff.schedule import NoiseSchedule
 from micro3diff.train import RunDir, load_state, make_config, train
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -234,12 +233,12 @@ def test_sample_images_deterministic():
 def test_ddp_two_processes_gloo(tmp_path):
     vol = tmp_path / "vol.npy"
     np.save(vol, binary((12, 16, 16)))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = package_env(OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "--no-python", sys.executable, "-c", "from micro3diff.cli import main; main()",
            "train", str(vol), "--image-size", "16", "--preset", "tiny", "--steps", "4", "--batch", "2",
            "--save-every", "2", "--log-every", "1", "--device", "cpu", "--no-progress", "-o", str(tmp_path / "run")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "run"
     assert [int(r["step"]) for r in log_rows(run)] == [1, 2, 3, 4]  # one writer: no duplicated rows

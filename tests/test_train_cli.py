@@ -1,11 +1,9 @@
 """``m3d train`` / ``m3d sample2d``: user errors are one line with exit 2; kill -9 then --resume is safe."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,11 +11,11 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import package_env
 from micro3diff.checkpoint import load_checkpoint
 from micro3diff.cli import main
 from micro3diff.train import RunDir, load_state
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--image-size", "16", "--batch", "2", "--no-progress", "--device", "cpu"]
 
 
@@ -97,8 +95,8 @@ def test_kill_9_then_resume(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-c", "from micro3diff.cli import main; main()", "train", str(tmp_path / "img.npy"),
            *TINY, "--save-every", "3", "--keep", "2", "--log-every", "1", "--steps", "100000", "-o", str(run)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = package_env(OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
         while not ((run / "latest.json").is_file() and RunDir(run).latest_state()[0] >= 9):

@@ -11,8 +11,9 @@ train:   an anisotropic material (overlapping ellipsoids, semi-axes 12, 4, 4 alo
 measure: 1 any size: shipped ``spheres`` model, 48 x 48 x 144 volume with --max-batch, drift of S2 / L
            between the first and last of 3 blocks along the long axis vs the same for the reference.
          2 periodic: shipped ``spheres`` model, --periodic vs not: S2 periodic vs non-periodic estimator
-           on the same volume, and L of a 2x2x2 tiled copy vs the volume (seam).
-         3 anisotropic: per-axis L(z) of per-plane samples vs the reference; ratio long / short axis.
+           on the same volume, L of a 2x2x2 tiled copy vs the volume, interface contrast across the wrap.
+         3 anisotropic: per-axis L(z) of per-plane samples vs the reference; ratio long / short axis (and a
+           control: the yz model on every plane).
          4 multiphase: per-phase volume fractions generated vs reference.
          5 vti: the .vti written by ``m3d sample --format vti`` reads back equal to the TIFF.
 Everything heavy runs through the ``m3d`` CLI (the commands are recorded in the JSON).
@@ -46,15 +47,12 @@ MULTI = dict(diameter_mean=(10.0, 6.0), diameter_sd=(2.0, 1.0), volume_fraction=
 COMMANDS: list[str] = []
 
 
-def m3d(*args: str, timeout: float | None = None) -> None:
-    """Run ``m3d ARGS`` (recorded); a run stopped by ``timeout`` is fine (training keeps its checkpoints)."""
+def m3d(*args: str) -> None:
+    """Run ``m3d ARGS`` (recorded in COMMANDS) with one thread."""
     cmd = ["m3d", *map(str, args)]
     COMMANDS.append(" ".join(cmd))
-    try:
-        subprocess.run([*M3D, *cmd[1:]], check=True, cwd=REPO, timeout=timeout,
-                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
-    except subprocess.TimeoutExpired:
-        pass
+    subprocess.run([*M3D, *cmd[1:]], check=True, cwd=REPO,
+                   env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
 
 
 def make_data() -> dict[str, Path]:
@@ -91,10 +89,11 @@ def train(minutes: float) -> None:
     write_json(ROOT / "train_commands.json", {"commands": COMMANDS, "minutes": minutes})
 
 
-def sample(out: Path, *args: str) -> np.ndarray:
-    """``m3d sample ARGS -o out --format npy`` (preview preset, seed 0) -> the (D, H, W) labels of volume 0."""
-    m3d("sample", *args, "--preset", "preview", "--format", "npy", "--device", "cpu", "-o", out, "--stem", "v")
-    return np.load(out / "v_0.npy")
+def sample(out: Path, *args: str, count: int = 1) -> list[np.ndarray]:
+    """``m3d sample ARGS --count COUNT -o out --format npy`` (preview preset, seed 0) -> (D, H, W) labels per volume."""
+    m3d("sample", *args, "--count", count, "--preset", "preview", "--format", "npy", "--device", "cpu", "-o", out,
+        "--stem", "v")
+    return [np.load(out / f"v_{i}.npy") for i in range(count)]
 
 
 def seconds(out: Path) -> float:
@@ -102,47 +101,58 @@ def seconds(out: Path) -> float:
 
 
 def any_size() -> dict:
-    """Shipped spheres model (trained on 48^2 crops) -> 48 x 48 x 144, drift along D vs reference crops."""
+    """Shipped spheres model (trained on 48^2 crops) -> 144 x 48 x 48, drift along D vs reference crops."""
     ref = synth.spheres(seed=1).array  # the shipped model's training volume (300 x 64 x 64)
     out = ROOT / "any_size"
-    vol = sample(out, "spheres", "--shape", "48", "48", "144", "--max-batch", "48")
-    report = drift.drift_report([vol], ref, 3, n_crops=16)
+    vol = sample(out, "spheres", "--shape", "144", "48", "48", "--max-batch", "48")[0]
     return {"shape": list(vol.shape), "max_batch": 48, "seconds": seconds(out), "n_blocks": 3,
             "volume_fraction": {"generated": float(vol.mean()), "reference": float(ref.mean())},
-            "drift": report,
+            "drift": drift.drift_report([vol], ref, 3, n_crops=16),
             "note": "first_last: error rate (%) of the last block's curve against the first's; reference_first_last:"
-                    " the same for 16 random reference crops of the generated shape (natural spread)"}
+                    " the same for 16 random 144 x 48 x 48 crops of the reference (natural spread)"}
 
 
-def periodic() -> dict:
-    """Shipped spheres model, 48^3, --periodic vs not (same seed): seam checks, and a reference crop's."""
+def periodic(count: int = 3) -> dict:
+    """Shipped spheres model, ``count`` volumes 48^3, --periodic vs not (same seeds): seam checks (mean over volumes).
+
+    Beside them: a periodic real structure (spheres in a 48^3 periodic box) and a non-periodic 48^3 crop of the
+    reference.
+    """
+    def mean_seam(vols: list[np.ndarray]) -> dict:
+        seams = [drift.seam_errors(v) for v in vols]
+        return {k: np.mean([s[k] for s in seams], axis=0).tolist() for k in seams[0]}
+
     out = {}
     for name, flag in (("periodic", ["--periodic"]), ("non_periodic", [])):
         folder = ROOT / name
-        vol = sample(folder, "spheres", "--size", "48", *flag)
-        out[name] = {**drift.seam_errors(vol), "seconds": seconds(folder), "volume_fraction": float(vol.mean())}
-    out["reference_crop"] = drift.seam_errors(synth.spheres(seed=1).array[:48, :48, :48])
-    out["note"] = ("errors in %: two_point_periodic_vs_open = periodic vs non-periodic S2 estimator on the volume;"
-                   " lineal_path_tiled = L(z) of the 2x2x2 tiled volume vs the volume, per array axis (D, H, W);"
-                   " reference_crop: a non-periodic 48^3 crop of the training volume")
+        vols = sample(folder, "spheres", "--size", "48", *flag, count=count)
+        out[name] = {**mean_seam(vols), "seconds": seconds(folder), "volume_fraction": float(np.mean(vols))}
+    out["reference_periodic_box"] = mean_seam([synth.spheres((48, 48, 48), seed=s).array for s in range(count)])
+    ref = synth.spheres(seed=1).array
+    out["reference_crop"] = mean_seam([ref[48 * i:48 * (i + 1), :48, :48] for i in range(count)])
+    out["note"] = ("mean over volumes; per-axis lists in (D, H, W) order; see micro3diff.drift.seam_errors: "
+                   "interface_contrast ~1 = no seam")
     return out
 
 
 def anisotropic(z: int = 8) -> dict:
-    """Per-plane models -> 48^3; L(z) along D (needle axis) / mean of H, W, generated vs reference."""
+    """Per-plane models -> 2 volumes 48^3; L(z) along D (needle axis) / mean of H, W, generated vs reference.
+
+    Control: the yz model (needle cross-sections) on every plane, which should lose the elongation.
+    """
     ref = read_array(ROOT / "aniso.npy")
     models = [f"{p}={ROOT / f'run_{p}' / 'model.safetensors'}" for p in planes.PLANES]
     out = ROOT / "aniso_samples"
-    m3d("sample", "--models", ",".join(models), "--size", "48", "--count", "2", "--preset", "preview",
-        "--format", "npy", "--device", "cpu", "-o", out, "--stem", "v")
-    vols = np.stack([np.load(out / f"v_{i}.npy") for i in range(2)])
+    vols = np.stack(sample(out, "--models", ",".join(models), "--size", "48", count=2))
 
     def stats(v: np.ndarray) -> dict:
         lp = planes.axis_lineal_path(v, z, phase=1)
         return {"volume_fraction": float((v == 1).mean()), f"L{z}_per_axis_DHW": lp,
                 "ratio_long_over_short": lp[0] / (0.5 * (lp[1] + lp[2]))}
 
+    control = sample(ROOT / "aniso_control", ROOT / "run_yz" / "model.safetensors", "--size", "48")[0]
     return {"semi_axes_DHW": list(ANISO_AXES), "z": z, "reference": stats(ref), "generated": stats(vols),
+            "control_yz_model_on_every_plane": stats(control),
             "seconds": seconds(out), "training_steps": {p: _steps(ROOT / f"run_{p}") for p in planes.PLANES}}
 
 
@@ -152,9 +162,7 @@ def multiphase() -> dict:
 
     ref = read_array(ROOT / "multiphase.npy")
     out = ROOT / "multi_samples"
-    m3d("sample", ROOT / "run_multi" / "model.safetensors", "--size", "48", "--count", "2", "--preset", "preview",
-        "--format", "npy", "--device", "cpu", "-o", out, "--stem", "v")
-    vols = [np.load(out / f"v_{i}.npy") for i in range(2)]
+    vols = sample(out, ROOT / "run_multi" / "model.safetensors", "--size", "48", count=2)
     phases = {}
     for k in range(3):
         rep = report.evaluate(vols, ref, phase=k, n_crops=8)

@@ -74,7 +74,8 @@ def reference_drift(reference: metrics.ArrayLike, shape: Sequence[int], n_blocks
 def drift_report(generated: Sequence[metrics.ArrayLike], reference: metrics.ArrayLike | None, n_blocks: int, *,
                  r_max: int | None = None, phase: int | None = None, threshold: metrics.Threshold = None,
                  n_crops: int = 16, seed: int = 0) -> dict:
-    """{metric: {"axis", "first_last" per volume, "worst_to_whole" per volume, "reference_first_last"}}.
+    """{metric: {"axis", "n_blocks", "reference_first_last"; per volume "first_last", "block_fractions",
+    "worst_to_whole"}}.
 
     generated: 3D volumes of one shape. ``reference_first_last`` (mean, std over crops) is None when the
     reference is missing, not 3D or smaller than the volumes.
@@ -91,21 +92,35 @@ def drift_report(generated: Sequence[metrics.ArrayLike], reference: metrics.Arra
                                      n_crops=n_crops, seed=seed, phase=phase, threshold=threshold)
             natural = {"mean": float(spread.mean()), "std": float(spread.std()), "n_crops": n_crops}
         report[metric] = {"axis": drifts[0].axis, "n_blocks": n_blocks, "first_last": [d.first_last for d in drifts],
+                          "block_fractions": [[float(phi) for phi in d.curves[:, 0]] for d in drifts],
                           "worst_to_whole": [float(d.to_whole.max()) for d in drifts], "reference_first_last": natural}
     return report
 
 
-def seam_errors(volume: metrics.ArrayLike, *, phase: int | None = None, threshold: metrics.Threshold = None) -> dict:
-    """Seam check of volume (D, H, W), errors in % (0 for an exactly periodic structure in the limit of size):
+def seam_errors(volume: metrics.ArrayLike, *, phase: int | None = None, threshold: metrics.Threshold = None,
+                near: int = 2) -> dict:
+    """Seam check of volume (D, H, W) where it wraps around; per-axis lists are in array-axis order (D, H, W).
 
-    ``two_point_periodic_vs_open``: periodic S2 against the non-periodic S2 of the volume;
-    ``lineal_path_tiled``: per array axis, L(z) of the 2 x 2 x 2 tiled volume against L(z) of the volume
-    (non-periodic; a seam cuts or joins runs where the copies meet). r_max: half the smallest side.
+    ``two_point_periodic_vs_open`` (%): periodic S2 against the non-periodic S2 of the volume.
+    ``lineal_path_tiled`` (%, per axis): L(z) of the 2 x 2 x 2 tiled volume against L(z) of the volume
+    (non-periodic, r_max half the smallest side); both mostly measure sampling noise at small sizes.
+    ``interface_contrast`` (per axis): P(the two voxels differ) across the wrap plane (last slice | first
+    slice) over the same across the ``near`` interior planes next to it on each side: about 1 without a
+    seam (local, so insensitive to how phi varies over the volume), several times 1 with one.
     """
     ind = metrics.binarize(volume, phase=phase, threshold=threshold)
+    if ind.dim() != 3 or min(ind.shape) < 2 * near + 2:
+        raise UserError(f"seam check needs a 3D volume with sides >= {2 * near + 2}, got shape {tuple(ind.shape)}")
     r_max = min(ind.shape) // 2
     s2 = [metrics.two_point(ind, r_max, periodic=p).average for p in (True, False)]
     tiled = metrics.lineal_path(ind.repeat(2, 2, 2), r_max).parts
     single = metrics.lineal_path(ind, r_max).parts
+    contrast = []
+    for axis in range(3):
+        x = ind.movedim(axis, 0)
+        differ = (x != x.roll(-1, 0)).flatten(1).double().mean(1)  # plane i | i + 1; the last one wraps
+        interior = torch.cat([differ[:near], differ[-1 - near:-1]]).mean()
+        contrast.append(float(differ[-1] / interior.clamp_min(1e-12)))
     return {"two_point_periodic_vs_open": float(metrics.error_rate(*s2)),
-            "lineal_path_tiled": [float(e) for e in metrics.error_rate(tiled, single)]}
+            "lineal_path_tiled": [float(e) for e in metrics.error_rate(tiled, single)],
+            "interface_contrast": contrast}

@@ -81,6 +81,7 @@ def test_any_shape_with_max_batch_and_evaluate_blocks(ckpt, tmp_path):
     for metric in ("two_point", "lineal_path"):
         assert report[metric]["axis"] == 2 and len(report[metric]["first_last"]) == 1
         assert report[metric]["reference_first_last"]["n_crops"] == 16
+        assert len(report[metric]["block_fractions"][0]) == 3
     assert "drift S2 (axis 2, 3 blocks)" in res.output
 
 
@@ -104,6 +105,13 @@ def test_seam_errors_small_without_seam_large_with_one():
     flat, seam = drift.seam_errors(uniform), drift.seam_errors(ramp)
     assert flat["two_point_periodic_vs_open"] < 0.5 and max(flat["lineal_path_tiled"]) < 0.5
     assert seam["two_point_periodic_vs_open"] > 3 and seam["lineal_path_tiled"][0] > 2 > seam["lineal_path_tiled"][1]
+    assert all(0.9 < c < 1.1 for c in flat["interface_contrast"])
+    assert seam["interface_contrast"][0] > 3 and seam["interface_contrast"][1] < 1.2
+    wrapped, cut = (drift.seam_errors(synth.overlapping_spheres((32, 32, 32), 3.0, 0.6, periodic=p, seed=0).array)
+                    for p in (True, False))
+    assert max(wrapped["interface_contrast"]) < 1.5 < 3 < min(cut["interface_contrast"])
+    with pytest.raises(UserError):
+        drift.seam_errors(uniform[:5])
 
 
 # --- 3. anisotropic: per-plane models ---------------------------------------------------------------

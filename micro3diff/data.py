@@ -255,9 +255,19 @@ def load_training_images(config: DataConfig) -> TrainingImages:
             stack_names.append(name)
             continue
         for a in axes:
-            stacks.append(np.moveaxis(lab, a, 0))
+            stacks.append(plane_slices(lab, a))
             stack_names.append(f"{name} (slices along axis {a})")
     return TrainingImages(stacks, stack_names, config, info)
+
+
+def plane_slices(volume: np.ndarray, axis: int) -> np.ndarray:
+    """(D, H, W) -> (N, h, w) slices along ``axis`` oriented as the sampler presents that plane to the model.
+
+    The sampler's rotation (d, h, w) -> (h, w, d) makes axis 0, 1, 2 the slice axis of planes yz, xz, xy
+    with images (H, W), (W, D), (D, H): a cyclic shift of the axes, not ``np.moveaxis`` (which would
+    transpose the xz images and matter for per-plane models trained without augmentation).
+    """
+    return volume.transpose(axis, (axis + 1) % 3, (axis + 2) % 3)
 
 
 class CropSampler:

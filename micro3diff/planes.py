@@ -8,9 +8,8 @@ sees the images of ``volume`` permuted by R^k (k = 0, 1, 2 for yz, xz, xy):
 * xz: slices at fixed h, images (W, D)   (transposed with respect to ``volume[:, h, :]``)
 * xy: slices at fixed w, images (D, H)
 
-A per-plane model trained without dihedral augmentation (``m3d train --plane P --no-augment``) must be
-trained on ``plane_stack(volume, P)``, not on ``np.moveaxis(volume, axis, 0)``: for xz the latter is
-transposed, which swaps the in-plane directions of an anisotropic material.
+A per-plane model trained without dihedral augmentation (``m3d train VOLUME --axis K --plane P --no-augment``,
+K = 0, 1, 2 for yz, xz, xy) sees exactly these images: ``micro3diff.data`` slices volumes the same way.
 """
 from __future__ import annotations
 
@@ -18,11 +17,9 @@ import numpy as np
 import torch
 
 from . import metrics
+from .data import plane_slices
 from .errors import UserError
 from .sampler import PLANES
-
-# R^k as a permutation of (D, H, W): the sampler's layout when plane PLANES[k] is current
-_ROTATION = {"yz": (0, 1, 2), "xz": (1, 2, 0), "xy": (2, 0, 1)}
 
 
 def plane_stack(volume: np.ndarray, plane: str) -> np.ndarray:
@@ -32,7 +29,7 @@ def plane_stack(volume: np.ndarray, plane: str) -> np.ndarray:
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise UserError(f"plane_stack needs a 3D volume (D, H, W), got shape {volume.shape}")
-    return np.ascontiguousarray(volume.transpose(_ROTATION[plane]))
+    return np.ascontiguousarray(plane_slices(volume, PLANES.index(plane)))
 
 
 def axis_lineal_path(volumes: np.ndarray | torch.Tensor, z: int, *, phase: int | None = None) -> list[float]:

@@ -48,9 +48,11 @@ def test_volume_slices(tmp_path, axis, n):
     assert len(ds) == n
     item = n - 1  # the last slice along the last axis used
     a = {"0": 0, "1": 1, "2": 2, "all": 2}[axis]
-    expect = np.moveaxis(vol, a, 0)[-1][2:10, 3:11]
-    np.testing.assert_array_equal(ds.labels(Crop(item, 2, 3, 0)), expect)
-    x = ds[Crop(item, 2, 3, 0)]
+    # the last slice along axis a, oriented as the sampler shows plane yz / xz / xy: (H, W), (W, D), (D, H)
+    last = {0: vol[-1], 1: vol[:, -1, :].T, 2: vol[:, :, -1]}[a]
+    expect = last[2:10, 1:9]
+    np.testing.assert_array_equal(ds.labels(Crop(item, 2, 1, 0)), expect)
+    x = ds[Crop(item, 2, 1, 0)]
     assert x.shape == (1, 8, 8) and x.dtype == torch.float32
     assert torch.equal(x[0], torch.from_numpy(expect).float() * 2 - 1)
 

@@ -43,7 +43,8 @@ def _dim_mults(value: str | None) -> tuple[int, ...] | None:
 @click.option("--log-every", type=int, help="Log period in steps.")
 @click.option("--sample-every", type=int, help="Write a 2D sample grid every N steps (0: never).")
 @click.option("--axis", type=click.Choice(["0", "1", "2", "all"]), default="0", show_default=True,
-              help="Slice 3D files along this axis (or all three). An (N, H, W) stack of images is axis 0.")
+              help="Slice 3D files along this axis (0, 1, 2: the yz, xz, xy planes, oriented as the sampler "
+                   "shows them) or all three. An (N, H, W) stack of images is axis 0.")
 @click.option("--threshold", help="Binarise non-binary images at this value, or 'otsu'.")
 @click.option("--phases", type=int, default=2, show_default=True, help="K >= 3: one-hot multiphase training.")
 @click.option("--no-augment", is_flag=True, help="Disable 8-fold dihedral augmentation.")

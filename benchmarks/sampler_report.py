@@ -3,7 +3,7 @@
 UNET_PRESETS["small"] with random weights, one volume at a time, same seed and NFE in both modes; writes
 benchmarks/results/sampler_<device>.json (device, versions, command, date) and prints a table.
 
-    nice -n 10 python benchmarks/sampler_report.py [--sizes 32 64] [--preset preview] [--device cpu]
+    nice -n 10 python benchmarks/sampler_report.py [--sizes 32 64] [--preset preview] [--device cpu] [--threads 1]
 """
 from __future__ import annotations
 
@@ -38,12 +38,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--preset", default="preview")
-    ap.add_argument("--repeats", type=int, default=1, help="timed runs per case (the fastest is reported)")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per case (the fastest is reported)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1: on shared cores, far less sensitive to other processes' load)")
     ap.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/sampler_<device>.json)")
     args = ap.parse_args()
 
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
     modes = ["compiled", "reference"] if _ext.has_kernel("fused_step", device.type) else ["reference"]
     torch.manual_seed(0)
     model = UNet(UNET_PRESETS["small"]).to(device).eval()
@@ -52,19 +55,21 @@ def main() -> None:
     rows = []
     for n in args.sizes:
         sample_volume(model, schedule, (n, n, n), steps=2, n_harmonize=1, device=device)  # warm-up
-        runs, volumes = {}, {}
-        for mode in modes:
-            os.environ["M3D_OPS"] = mode
-            best = min((sample_volume(model, schedule, (n, n, n), preset=settings, seed=0, device=device)
-                        for _ in range(args.repeats)), key=lambda r: r.seconds)
-            runs[mode], volumes[mode] = best, best.volume
-            rows.append({"size": n, "ops": mode, "nfe": best.nfe, "seconds": best.seconds,
-                         "seconds_network": best.seconds_network, "seconds_other": best.seconds_other,
-                         "unet_share": best.seconds_network / best.seconds})
+        runs: dict[str, list] = {m: [] for m in modes}
+        for _ in range(args.repeats):  # modes interleaved, so load from other processes hits both alike
+            for mode in modes:
+                os.environ["M3D_OPS"] = mode
+                runs[mode].append(sample_volume(model, schedule, (n, n, n), preset=settings, seed=0, device=device))
+        best = {m: min(rs, key=lambda r: r.seconds) for m, rs in runs.items()}
+        for mode, r in best.items():
+            rows.append({"size": n, "ops": mode, "nfe": r.nfe, "seconds": r.seconds,
+                         "seconds_network": r.seconds_network, "seconds_other": r.seconds_other,
+                         "unet_share": r.seconds_network / r.seconds, "all_seconds": [x.seconds for x in runs[mode]]})
         if len(modes) == 2:
-            rows[-2]["reference_over_fused"] = runs["reference"].seconds / runs["compiled"].seconds
-            rows[-2]["other_reference_over_fused"] = runs["reference"].seconds_other / runs["compiled"].seconds_other
-            rows[-2]["max_abs_diff_vs_reference"] = (volumes["compiled"] - volumes["reference"]).abs().max().item()
+            fused, ref = best["compiled"], best["reference"]
+            rows[-2]["reference_over_fused"] = ref.seconds / fused.seconds
+            rows[-2]["other_reference_over_fused"] = ref.seconds_other / fused.seconds_other
+            rows[-2]["max_abs_diff_vs_reference"] = (fused.volume - ref.volume).abs().max().item()
     os.environ.pop("M3D_OPS")
 
     print(f"{'size':>5} {'ops':>10} {'NFE':>5} {'s/volume':>9} {'network':>9} {'other':>8} {'U-Net share':>11} {'ref/fused':>9}")

@@ -26,20 +26,11 @@ from pathlib import Path
 import torch
 
 from micro3diff import _ext, reference
-from micro3diff.io import provenance, write_json
+from micro3diff.io import device_name, provenance, write_json
 
 RESULTS = Path(__file__).parent / "results"
 COEF = (0.97, 0.31, 0.52)
 BYTES_PER_VOXEL = 12
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "cpu"
 
 
 def cases(n: int, device: torch.device) -> dict:

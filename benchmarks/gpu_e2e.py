@@ -43,7 +43,7 @@ import fused_step_report  # noqa: E402  (reused, not duplicated)
 from micro3diff import _ext, metrics, synth  # noqa: E402
 from micro3diff.checkpoint import load_checkpoint  # noqa: E402
 from micro3diff.fast import SamplerOptions  # noqa: E402
-from micro3diff.io import provenance, write_json  # noqa: E402
+from micro3diff.io import device_name, provenance, write_json  # noqa: E402
 from micro3diff.sampler import PRESETS, sample_volume, to_phases  # noqa: E402
 from micro3diff.schedule import NoiseSchedule  # noqa: E402
 from micro3diff.unet import UNET_PRESETS, UNet  # noqa: E402
@@ -80,10 +80,6 @@ SMOKE = Sizes(unets=("tiny",), speed_side=8, nfe_pairs=((1, 1), (2, 1)), through
               throughput_nfe=((1, 1), (2, 1)), maxsize_unet="tiny", maxsize_range=(8, 24, 8), fused_side=16,
               fused_repeats=1, quality_presets=("preview",), quality_steps=1, quality_volumes=1,
               quality_side=16, reference_shape=(32, 32, 32), r_max=4)
-
-
-def device_name(device: torch.device) -> str:
-    return fused_step_report.device_name(device)
 
 
 def slug(name: str) -> str:

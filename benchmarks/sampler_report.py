@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -17,21 +16,12 @@ import torch
 from torch import nn
 
 from micro3diff import _ext
-from micro3diff.io import provenance, write_json
+from micro3diff.io import device_name, provenance, write_json
 from micro3diff.sampler import sample_volume, sampler_settings
 from micro3diff.schedule import NoiseSchedule
 from micro3diff.unet import UNET_PRESETS, UNet
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
 
 
 def main() -> None:

@@ -13,11 +13,14 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 ARRAY_SUFFIXES = (".npy", ".tif", ".tiff", ".png", ".vti")
 
@@ -79,6 +82,19 @@ def provenance() -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "kernels": _ext.build_info(),
     }
+
+
+def device_name(device: torch.device) -> str:
+    """Human name of a device: the GPU's name, or the CPU model from /proc/cpuinfo."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
 
 
 def read_array(path: str | os.PathLike) -> np.ndarray:

@@ -4,48 +4,25 @@ import json
 import numpy as np
 import pytest
 import tifffile
-import torch
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
+from conftest import Spy
 from micro3diff import drift, planes, synth
-from micro3diff.checkpoint import save_checkpoint
 from micro3diff.cli import main
 from micro3diff.errors import UserError
 from micro3diff.sampler import PLANES, iter_sample_volume
-from micro3diff.schedule import NoiseSchedule, ScheduleConfig
-from micro3diff.unet import UNET_PRESETS, UNet
+from micro3diff.schedule import NoiseSchedule
 from micro3diff.vti import read_vti
 
 FAST = ["--steps", "3", "--harmonize", "2"]
 
 
-class Spy(torch.nn.Module):
-    """Records every input batch; eps = x / 2."""
-
-    def __init__(self):
-        super().__init__()
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, x, t):
-        self.inputs.append(x.clone())
-        return x / 2
-
-
-def m3d(*args) -> "click.testing.Result":  # noqa: F821
+def m3d(*args) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def one_line_error(res) -> bool:
     return res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and res.output.startswith("Error: ")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """Untrained tiny binary model (divisor 4) recorded as trained on 8^2 crops."""
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(path, UNet(UNET_PRESETS["tiny"]).state_dict(), UNET_PRESETS["tiny"], ScheduleConfig(),
-                    data={"image_size": 8, "channels": 1}, training={})
-    return path
 
 
 # --- 1. any volume size, drift -------------------------------------------------------------------

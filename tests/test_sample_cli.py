@@ -7,21 +7,10 @@ import tifffile
 from click.testing import CliRunner
 
 from micro3diff import sampler
-from micro3diff.checkpoint import save_checkpoint
 from micro3diff.cli import main
 from micro3diff.io import read_array
-from micro3diff.schedule import ScheduleConfig
-from micro3diff.unet import UNET_PRESETS, UNet
 
 FAST = ["--steps", "3", "--harmonize", "2"]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(path, UNet(UNET_PRESETS["tiny"]).state_dict(), UNET_PRESETS["tiny"], ScheduleConfig(),
-                    data={"image_size": 8, "channels": 1}, training={})
-    return path
 
 
 def run(*args):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import Spy
 from micro3diff import _ext
 from micro3diff.errors import UserError
 from micro3diff.sampler import (PLANES, PRESETS, iter_sample_volume, sample_volume, sampler_settings,
@@ -47,18 +48,6 @@ class ConstantOracle(nn.Module):
         n = x.shape[-1] * x.shape[-2]
         m = x.mean(dim=(-1, -2), keepdim=True)
         return ((x - m) / (1 - ab).sqrt() + (1 - ab).sqrt() * m / (n * ab * self.s2 + 1 - ab)).float()
-
-
-class Spy(nn.Module):
-    """Records every input batch; eps = x / 2."""
-
-    def __init__(self):
-        super().__init__()
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, x, t):
-        self.inputs.append(x.clone())
-        return x / 2
 
 
 def tiny_unet(channels: int = 1) -> UNet:

@@ -19,15 +19,8 @@ from micro3diff.sample2d import image_grid, sample_images
 from micro3diff.schedule import NoiseSchedule
 from micro3diff.train import RunDir, load_state, make_config, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine run fastest (and steadiest) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def binary(shape, seed=0, p=0.4):

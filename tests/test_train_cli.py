@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -18,13 +17,7 @@ from micro3diff.train import RunDir, load_state
 
 TINY = ["--preset", "tiny", "--image-size", "16", "--batch", "2", "--no-progress", "--device", "cpu"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def binary(shape, seed=0):

@@ -1,0 +1,45 @@
+"""The models shipped in micro3diff/models: load by name, size limit, model card, `m3d sample <name>` works."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from micro3diff.checkpoint import MODELS_DIR, load_checkpoint, shipped_models
+from micro3diff.cli import main
+
+EXPECTED = ("spheres", "polycrystal", "carbonate")
+MAX_BYTES = 16 * 2**20
+
+
+def test_the_three_paper_cases_are_shipped():
+    assert set(EXPECTED) <= set(shipped_models())
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_loads_by_name_and_is_small(name):
+    path = MODELS_DIR / f"{name}.safetensors"
+    assert path.stat().st_size <= MAX_BYTES
+    ckpt = load_checkpoint(name)
+    assert ckpt.path == path and ckpt.data["channels"] == 1 and ckpt.data["phases"] == 2
+    assert ckpt.training.get("step", 0) > 0
+    assert json.loads((MODELS_DIR / f"{name}.safetensors.json").read_text())["unet"] == json.loads(
+        json.dumps(ckpt.describe()["unet"]))
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_model_card_names_the_command(name):
+    card = (MODELS_DIR / f"{name}.md").read_text()
+    assert "m3d train" in card and "m3d sample" in card
+    assert load_checkpoint(name).training["command"] in card  # the exact training command
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_m3d_sample_by_name(name, tmp_path):
+    res = CliRunner().invoke(main, ["sample", name, "--size", "32", "--preset", "preview", "--steps", "3",
+                                    "--format", "npy", "--device", "cpu", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    vol = np.load(tmp_path / f"{name}_0.npy")
+    assert vol.shape == (32, 32, 32) and set(np.unique(vol)) <= {0, 1}
+    side = json.loads((tmp_path / f"{name}_0.json").read_text())
+    assert side["models"]["yz"]["path"].endswith(f"{name}.safetensors")

@@ -400,9 +400,10 @@ def stage_figures(case: str, a) -> None:
     ref = reference_images(case, a).numpy()
     S = vol.shape[0]
     real = ref[S // 2, :, :S] if CASES[case]["mode"] == "3d" else ref[0, :S, :S]
-    panels = [("training data", real), ("generated yz", vol[:, :, S // 2]), ("generated xz", vol[:, S // 2, :]),
-              ("generated xy", vol[S // 2])]
-    fig, axes = plt.subplots(1, 4, figsize=(8, 2.3), dpi=80)
+    panels = [("generated yz", vol[:, :, S // 2]), ("generated xz", vol[:, S // 2, :]), ("generated xy", vol[S // 2])]
+    if CASES[case]["synth"] is not None:  # third-party data (carbonate) is never copied, not even as a figure crop
+        panels.insert(0, ("training data", real))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2 * len(panels), 2.3), dpi=80)
     for ax, (title, img) in zip(axes, panels):
         ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(title, fontsize=9)

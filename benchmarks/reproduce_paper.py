@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import shlex
@@ -46,7 +45,7 @@ sys.path.insert(0, str(REPO))
 from micro3diff import metrics  # noqa: E402
 from micro3diff.io import provenance, read_array, write_json  # noqa: E402
 
-CARBONATE = Path("/work/shared/data/li2018/carbonate_resized.npy")
+CARBONATE = REPO.parent / "shared" / "data" / "li2018" / "carbonate_resized.npy"  # read at run time, never copied
 RESULTS = REPO / "benchmarks" / "results"
 FIGURES = REPO / "docs" / "figures"
 MODELS = REPO / "micro3diff" / "models"
@@ -107,7 +106,7 @@ def stage_data(case: str, a) -> None:
     if CASES[case]["synth"] is None:
         if not path.is_file():
             raise SystemExit(f"{case}: {path} not found (download the carbonate image of Li et al. 2018, see "
-                             f"/work/shared/data/li2018/README.md, and pass --carbonate)")
+                             f"../shared/data/li2018/README.md, and pass --carbonate)")
         return
     if path.is_file():
         return
@@ -165,6 +164,12 @@ def stage_ship(case: str, a) -> None:
                 "device": f"CPU ({cpu_name()}, shared with other jobs)",
                 "command": "m3d " + shlex.join(train_command(case, a)), "weights_dtype": "float16"}
     data = {**cfg["data"], "source": [Path(s).name for s in cfg["data"].get("source", [])]}
+    if "x_mean" not in data:  # runs trained before checkpoints recorded the data moments (the sampler's prior)
+        from micro3diff.data import load_training_images
+        from micro3diff.train import TrainConfig
+
+        config = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["train"])
+        data.update(load_training_images(config.data).moments())
     save_checkpoint(target, load_file(str(run / "model.safetensors")), UNetConfig.from_dict(cfg["unet"]),
                     ScheduleConfig(**cfg["schedule"]), data, training, dtype=torch.float16)
     for p in (target, Path(f"{target}.json")):
@@ -184,13 +189,13 @@ def sampler_args(a) -> list[str]:
         args += ["--harmonize", str(a.harmonize)]
     if a.method:
         args += ["--method", a.method]
-    return args
+    return args + ["--prior", a.prior]
 
 
 def setting(a) -> str:
-    """Name of the sampler setting: the preset plus any overrides, e.g. ``preview`` or ``preview-ddim``."""
+    """Name of the sampler setting: the preset plus any overrides, e.g. ``preview`` or ``preview-ddim-stdprior``."""
     return "-".join([a.preset] + ([f"s{a.steps}"] if a.steps else []) + ([f"h{a.harmonize}"] if a.harmonize else [])
-                    + ([a.method] if a.method else []))
+                    + ([a.method] if a.method else []) + (["stdprior"] if a.prior == "standard" else []))
 
 
 def samples_dir(case: str, a) -> Path:
@@ -324,7 +329,7 @@ def stage_table(cases: list[str], a) -> None:
     for e in evals:
         s = e["sampler"]
         for n, m in e["metrics"].items():
-            lines.append(f"| {e['case']} ({e['mode'].upper()}) | {LABEL[n]} | {s['method']}, {s['steps']} steps, "
+            lines.append(f"| {e['case']} ({e['mode'].upper()}) | {LABEL[n]} | {e['setting']}: {s['method']}, {s['steps']} steps, "
                          f"n_h={s['n_harmonize']} | {e['volumes']} x {e['volume_shape'][0]}^3 | "
                          f"{pm(m['error_per_volume'])} | {m['error_of_mean_curve']:.2f} | {m['paper']:.2f} | "
                          f"{pm(m['floor_volume'])} | {m['shuffled']:.2f} |")
@@ -515,6 +520,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1000, help="volume i uses seed + i; also crops and shuffles")
     p.add_argument("--crops", type=int, default=64, help="real crops/images for the single-image floor")
     p.add_argument("--floor-repeats", type=int, default=16, help="volume-sized draws for the 2D floor")
+    p.add_argument("--prior", choices=["data", "standard"], default="data",
+                   help="x_T: q(x_T) from the training data's phase fractions, or N(0, I) (m3d sample --prior)")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for train/sample subprocesses")
     a = p.parse_args()
     os.chdir(REPO)  # relative paths (root, recorded commands) are relative to the repository

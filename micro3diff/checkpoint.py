@@ -2,7 +2,8 @@
 
 A checkpoint is one ``.safetensors`` file whose header metadata holds ``{"micro3diff": <config JSON>}``:
 ``{"format", "unet": UNetConfig, "schedule": ScheduleConfig, "data": {...}, "training": {...}}``.
-``data`` says how images were scaled (``{"image_size", "channels", "phases", "scaling"}``), ``training``
+``data`` says how images were scaled (``{"image_size", "channels", "phases", "scaling", "x_mean", "x_var"}``:
+x_mean/x_var are the per-channel moments of the scaled training images, the sampler's prior), ``training``
 where the weights came from. ``save_checkpoint`` also writes the same config as ``<file>.json`` beside it
 for people and tools. Shipped models live in ``micro3diff/models/<name>.safetensors`` and are loaded by name.
 """
@@ -37,6 +38,13 @@ class Checkpoint:
     training: dict = field(default_factory=dict)
     path: Path | None = None
     sha256: str = ""
+
+    @property
+    def prior(self) -> tuple[list[float], list[float]] | None:
+        """Per-channel (mean, var) of the training data's x_0 (``data["x_mean"]``, ``data["x_var"]``), if recorded."""
+        if "x_mean" not in self.data:
+            return None
+        return list(self.data["x_mean"]), list(self.data["x_var"])
 
     def describe(self) -> dict:
         """JSON-able summary for sidecars: path, hash and the full config."""

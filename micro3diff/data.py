@@ -215,13 +215,23 @@ class TrainingImages:
         onehot = torch.nn.functional.one_hot(labels.long(), self.config.phases)
         return onehot.permute(0, 3, 1, 2).float().mul_(2).sub_(1)
 
+    def moments(self) -> dict:
+        """Per-channel mean and variance of the scaled images x = 2*I - 1 (or 2*onehot - 1) over the pool.
+
+        Values are +-1, so var = 1 - mean^2; the sampler starts from q(x_T) built on these (``x_mean``, ``x_var``).
+        """
+        counts = sum(np.bincount(s.ravel(), minlength=self.config.phases)[:self.config.phases] for s in self.stacks)
+        fractions = counts / counts.sum()
+        mean = 2 * fractions - 1 if self.channels > 1 else 2 * fractions[1:2] - 1
+        return {"x_mean": [float(m) for m in mean], "x_var": [float(1 - m * m) for m in mean]}
+
     def checkpoint_data(self, plane: str | None = None) -> dict:
         """The ``data`` dict stored in model checkpoints (see checkpoint.py)."""
         cfg = self.config
         data = {"image_size": cfg.image_size, "channels": cfg.channels, "phases": cfg.phases,
                 "scaling": "x = 2*I - 1" if cfg.phases == 2 else "x = 2*onehot(I) - 1",
                 "source": [f"{p} (axis {cfg.axis})" for p in cfg.paths], "threshold": cfg.threshold,
-                "augment": "dihedral8" if cfg.augment else "none", **self.info}
+                "augment": "dihedral8" if cfg.augment else "none", **self.moments(), **self.info}
         if plane is not None:
             data["plane"] = plane
         return data

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -15,19 +16,23 @@ from .schedule import NoiseSchedule
 @torch.no_grad()
 def sample_images(model: torch.nn.Module, schedule: NoiseSchedule, n: int, size: int | tuple[int, int],
                   steps: int | None = None, seed: int = 0, device: torch.device | str = "cpu", *,
-                  method: str = "ddpm", eta: float = 0.0) -> torch.Tensor:
+                  method: str = "ddpm", eta: float = 0.0,
+                  prior: tuple[Sequence[float], Sequence[float]] | None = None) -> torch.Tensor:
     """Draw ``n`` images by reverse diffusion: (n, C, H, W) float32 in about [-1, 1] on ``device``.
 
     ``steps``: respaced steps (None: all T). Noise comes from a torch.Generator seeded with ``seed``, so the
-    result depends only on (model, schedule, n, size, steps, seed, method).
+    result depends only on (model, schedule, n, size, steps, seed, method, prior). ``prior``: per-channel
+    (mean, var) of the training data (``Checkpoint.prior``) for the start x_T, see ``NoiseSchedule.prior``.
     """
     H, W = (size, size) if isinstance(size, int) else size
     C = model.config.channels
     device = torch.device(device)
     gen = torch.Generator(device).manual_seed(seed)
-    x = torch.randn((n, 1, C, H, W), generator=gen, device=device)  # the (V, D, C, H, W) view of a 2D batch
+    reverse = schedule.steps(steps, method=method, eta=eta)
+    z = torch.randn((n, 1, C, H, W), generator=gen, device=device)  # the (V, D, C, H, W) view of a 2D batch
+    x = schedule.prior(z, reverse[0].alphabar, *(prior or (None, None)))
     noise = torch.empty_like(x)
-    for step in schedule.steps(steps, method=method, eta=eta):
+    for step in reverse:
         t = torch.full((n,), step.t, device=device, dtype=torch.long)
         eps = model(x.view(n, C, H, W), t).float().view_as(x)
         a = step.denoise

@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -188,7 +188,8 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
                        steps: int | None = None, n_harmonize: int | None = None, method: str | None = None,
                        eta: float | None = None, seed: int = 0, device: torch.device | str | None = None,
                        max_batch: int | None = None, rotate: bool = True, rotate_between_harmonize: bool = False,
-                       periodic: bool = False, options: SamplerOptions | None = None) -> Iterator[StepRecord]:
+                       periodic: bool = False, options: SamplerOptions | None = None,
+                       prior: tuple[Sequence[float], Sequence[float]] | None = None) -> Iterator[StepRecord]:
     """Run Algorithm 1 on ``n_volumes`` volumes of ``shape`` (D, H, W), yielding a StepRecord after every step.
 
     ``model``: eps-model ``(B, C, h, w), (B,) -> (B, C, h, w)`` on ``device`` (default: its own), or a dict
@@ -196,6 +197,8 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
     ``method``, ``eta`` overriding it. ``max_batch``: slices per forward (None: all). ``rotate=False`` keeps
     the yz plane (a control); ``rotate_between_harmonize`` also rotates between the n_h calls of a step.
     ``periodic``: circular padding in the models' convolutions for the run (restored when the generator ends).
+    ``prior``: (mean, var) per channel of the training data's x_0 (``checkpoint.data_prior``): start from the
+    Gaussian approximation of q(x_T) (``NoiseSchedule.prior``) instead of N(0, I).
     ``options``: how the network runs (micro3diff.fast; None: the reference, fp32 eager, synced timing);
     ``SamplerOptions.fast(device)`` is the fast path (bf16 autocast, channels_last, CUDA graph on CUDA).
     """
@@ -221,7 +224,8 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
     max_batch = max_batch or n_volumes * max(D, H, W)
 
     start, paused, nfe, turns, offset = time.perf_counter(), 0.0, 0, 0, 0
-    x = torch.stack([torch.randn((D, C, H, W), generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device)
+    z = torch.stack([torch.randn((D, C, H, W), generator=torch.Generator().manual_seed(s)) for s in seeds])
+    x = schedule.prior(z, reverse[0].alphabar, *(prior or (None, None))).to(device)
     with _padding(models, periodic), network(models, options, max_batch, device, _eps) as net:
         for i, step in enumerate(reverse):
             final = i == len(reverse) - 1
@@ -248,6 +252,7 @@ def sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: NoiseSch
                   eta: float | None = None, seed: int = 0, device: torch.device | str | None = None,
                   max_batch: int | None = None, rotate: bool = True, rotate_between_harmonize: bool = False,
                   periodic: bool = False, options: SamplerOptions | None = None,
+                  prior: tuple[Sequence[float], Sequence[float]] | None = None,
                   callback: Callable[[StepRecord], None] | None = None) -> SampleResult:
     """Sample ``n_volumes`` volumes of ``shape`` (D, H, W); arguments as ``iter_sample_volume``.
 
@@ -257,7 +262,7 @@ def sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: NoiseSch
     records = iter_sample_volume(model, schedule, shape, n_volumes, preset=preset, steps=steps,
                                  n_harmonize=n_harmonize, method=method, eta=eta, seed=seed, device=device,
                                  max_batch=max_batch, rotate=rotate, rotate_between_harmonize=rotate_between_harmonize,
-                                 periodic=periodic, options=options)
+                                 periodic=periodic, options=options, prior=prior)
     with contextlib.closing(records):  # restores the models' padding even when the callback raises
         for rec in records:
             if callback is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -122,6 +123,24 @@ class NoiseSchedule:
         """Forward diffusion x_t = sqrt(alphabar_t) x0 + sqrt(1 - alphabar_t) noise. x0, noise: (B, C, H, W); t: (B,)."""
         ab = self.alphabar.to(x0.device)[t].to(x0.dtype).view(-1, *([1] * (x0.dim() - 1)))
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    @staticmethod
+    def prior(z: torch.Tensor, alphabar: float, mean: Sequence[float] | None = None,
+              var: Sequence[float] | None = None, channel_dim: int = 2) -> torch.Tensor:
+        """The starting sample x_T from standard normals ``z`` (any layout, channels on ``channel_dim``).
+
+        ``mean``/``var`` None: x_T = z, i.e. N(0, I) (Algorithm 1). Given the training data's per-channel
+        mean m and variance v of x_0: x_T = sqrt(ab) m + sqrt(ab v + 1 - ab) z, the Gaussian approximation
+        of q(x_T) at ``alphabar`` = ab_T. With this schedule ab_T = 0.0063 leaves enough of the data mean in
+        x_T that a trained model reads it; starting from N(0, I) biases the phase fractions of the samples.
+        """
+        if mean is None:
+            return z
+        shape = [1] * z.dim()
+        shape[channel_dim] = -1
+        m = torch.tensor(list(mean), dtype=z.dtype, device=z.device).view(shape)
+        v = torch.tensor(list(var) if var is not None else [0.0] * len(mean), dtype=z.dtype, device=z.device).view(shape)
+        return math.sqrt(alphabar) * m + (alphabar * v + 1 - alphabar).sqrt() * z
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self.config)

@@ -18,15 +18,15 @@ SCHEDULE = NoiseSchedule()
 
 
 class GaussianOracle(nn.Module):
-    """Exact eps for i.i.d. N(0, s^2) pixels: eps*(x_t) = sqrt(1-ab) x_t / (ab s^2 + 1 - ab)."""
+    """Exact eps for i.i.d. N(mu, s^2) pixels: eps*(x_t) = sqrt(1-ab) (x_t - sqrt(ab) mu) / (ab s^2 + 1 - ab)."""
 
-    def __init__(self, s: float):
+    def __init__(self, s: float, mu: float = 0.0):
         super().__init__()
-        self.s2 = s * s
+        self.s2, self.mu = s * s, mu
 
     def forward(self, x, t):
         ab = SCHEDULE.alphabar[t].view(-1, 1, 1, 1)
-        return ((1 - ab).sqrt() * x.double() / (ab * self.s2 + 1 - ab)).float()
+        return ((1 - ab).sqrt() * (x.double() - ab.sqrt() * self.mu) / (ab * self.s2 + 1 - ab)).float()
 
 
 class ConstantOracle(nn.Module):
@@ -186,3 +186,22 @@ def test_bad_arguments_raise_user_error(kwargs):
     args = dict(model=tiny_unet(), schedule=SCHEDULE, shape=(8, 8, 8), steps=2) | kwargs
     with pytest.raises(UserError):
         sample_volume(**args)
+
+
+def test_prior_has_the_moments_of_q_xT():
+    z = torch.randn(200_000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ab, mean, var = 0.0063, [-0.7, 0.4], [0.51, 0.84]
+    x = NoiseSchedule.prior(z, ab, mean, var, channel_dim=1)
+    for c in range(2):
+        assert abs(x[:, c].mean().item() - ab**0.5 * mean[c]) < 0.01
+        assert abs(x[:, c].var().item() / (ab * var[c] + 1 - ab) - 1) < 0.01
+    assert NoiseSchedule.prior(z, ab) is z
+
+
+def test_gaussian_oracle_with_mean_and_data_prior():
+    """N(mu, s^2) data, sampled from q(x_T) (the data prior): mean mu and variance s^2."""
+    s, mu = 0.5, 0.6
+    vol = sample_volume(GaussianOracle(s, mu), SCHEDULE, (24, 24, 24), prior=([mu], [s * s]), steps=250,
+                        n_harmonize=1, seed=1).volume
+    assert abs(vol.mean().item() - mu) < 0.01
+    assert abs(vol.var().item() / s**2 - 1) < 0.04

@@ -23,6 +23,8 @@ def test_loads_by_name_and_is_small(name):
     ckpt = load_checkpoint(name)
     assert ckpt.path == path and ckpt.data["channels"] == 1 and ckpt.data["phases"] == 2
     assert ckpt.training.get("step", 0) > 0
+    mean, var = ckpt.prior  # the sampler's q(x_T): +-1 data, so var = 1 - mean^2
+    assert -1 < mean[0] < 0 and var[0] == pytest.approx(1 - mean[0] ** 2)
     assert json.loads((MODELS_DIR / f"{name}.safetensors.json").read_text())["unet"] == json.loads(
         json.dumps(ckpt.describe()["unet"]))
 

@@ -140,6 +140,17 @@ def test_multiphase_one_hot(tmp_path):
     assert x.shape == (6, 3, 16, 16) and set(x.unique().tolist()) == {-1.0, 1.0}
     assert torch.equal(x.argmax(1), torch.from_numpy(labels))
     assert torch.all(x.sum(1) == 2 - 3)  # exactly one channel at +1
+    moments = ds.checkpoint_data()
+    fractions = np.bincount(labels.ravel(), minlength=3) / labels.size
+    np.testing.assert_allclose(moments["x_mean"], 2 * fractions - 1)
+    np.testing.assert_allclose(moments["x_var"], x.var(dim=(0, 2, 3), unbiased=False).numpy(), atol=1e-6)
+
+
+def test_binary_moments_are_the_data_prior(tmp_path):
+    arr = binary((4, 16, 16))
+    data = images(tmp_path, arr, image_size=16).checkpoint_data()
+    m = 2 * arr.mean() - 1
+    assert data["x_mean"] == [pytest.approx(m)] and data["x_var"] == [pytest.approx(1 - m * m)]
 
 
 def test_sources_refused(tmp_path):

@@ -74,6 +74,9 @@ def _orthoslices(phases: np.ndarray, n_phases: int) -> np.ndarray:
 @click.option("--seed", type=int, default=0, show_default=True, help="Volume i uses seed + i.")
 @click.option("--device", help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK if available, else cpu).")
 @click.option("--max-batch", type=int, help="Slices per network forward (default: all of a plane).")
+@click.option("--prior", "prior_mode", type=click.Choice(["data", "standard"]), default="data", show_default=True,
+              help="Start x_T from q(x_T) built on the training data's phase fractions (data) or from N(0, I) "
+                   "(standard, Algorithm 1 as written).")
 @click.option("--periodic", is_flag=True, help="Circular padding: a periodic volume.")
 @click.option("--fast/--no-fast", default=None,
               help="Fast path: bf16 autocast, channels_last, CUDA graph (default: on with CUDA, off on CPU).")
@@ -85,8 +88,8 @@ def _orthoslices(phases: np.ndarray, n_phases: int) -> np.ndarray:
 @user_errors
 def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, shape: tuple[int, ...],
            count: int, preset: str, steps: int | None, n_harmonize: int | None, method: str | None,
-           eta: float | None, seed: int, device: str | None, max_batch: int | None, periodic: bool,
-           fast: bool | None, fmt: str,
+           eta: float | None, seed: int, device: str | None, max_batch: int | None, prior_mode: str,
+           periodic: bool, fast: bool | None, fmt: str,
            out_dir: Path, stem: str | None, overwrite: bool) -> None:
     """Generate COUNT volumes from MODEL (a checkpoint file or a shipped model name).
 
@@ -128,6 +131,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     suffixes = {"tif": [".tif"], "npy": [".npy"], "vti": [".vti"], "both": [".tif", ".npy"]}[fmt]
     models = {p: c.model for p, c in plane_ckpts.items()}
     options = sampler.SamplerOptions.fast(dev) if (dev.type == "cuda" if fast is None else fast) else None
+    prior = first.prior if prior_mode == "data" else None
 
     for i in range(rank, count, world):
         base = out_dir / f"{stem}_{i}"
@@ -138,7 +142,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
             continue
         with tqdm(total=settings.steps, desc=f"volume {i}", unit="step", disable=None, leave=False) as bar:
             res = sampler.sample_volume(models, schedule, shape, 1, preset=settings, seed=seed + i, device=dev,
-                                        max_batch=max_batch, periodic=periodic, options=options,
+                                        max_batch=max_batch, periodic=periodic, options=options, prior=prior,
                                         callback=lambda rec: bar.update())
         phases = res.phases[0].cpu().numpy()
         for path in arrays:
@@ -146,7 +150,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
         write_array(ortho, _orthoslices(phases, max(2, res.volume.shape[1])))
         write_json(sidecar, {
             "volume": i, "seed": seed + i, "base_seed": seed, "count": count, "shape": list(shape),
-            "channels": res.volume.shape[1], "periodic": periodic,
+            "channels": res.volume.shape[1], "periodic": periodic, "prior": prior_mode if prior else "standard",
             "preset": preset, **{f: getattr(settings, f) for f in ("steps", "n_harmonize", "method", "eta")},
             "nfe": res.nfe, "seconds": res.seconds, "seconds_network": res.seconds_network,
             "models": {p: c.describe() for p, c in plane_ckpts.items()}, "schedule": schedule.to_dict(),

@@ -142,7 +142,8 @@ def sample2d(checkpoint: str, n: int, size: int | None, steps: int | None, metho
     if size % ckpt.unet.divisor:
         raise UserError(f"--size {size} must be a multiple of {ckpt.unet.divisor} for this model")
     t0 = time.perf_counter()
-    images = sample_images(ckpt.model, NoiseSchedule(ckpt.schedule), n, size, steps, seed, dev, method=method)
+    images = sample_images(ckpt.model, NoiseSchedule(ckpt.schedule), n, size, steps, seed, dev, method=method,
+                           prior=ckpt.prior)
     seconds = time.perf_counter() - t0
     write_array(out, image_grid(images) if Path(out).suffix.lower() == ".png" else to_labels(images))
     write_json(f"{out}.json", {"model": ckpt.describe(), "n": n, "size": size, "steps": steps, "method": method,

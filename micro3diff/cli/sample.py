@@ -74,9 +74,9 @@ def _orthoslices(phases: np.ndarray, n_phases: int) -> np.ndarray:
 @click.option("--seed", type=int, default=0, show_default=True, help="Volume i uses seed + i.")
 @click.option("--device", help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK if available, else cpu).")
 @click.option("--max-batch", type=int, help="Slices per network forward (default: all of a plane).")
-@click.option("--prior", "prior_mode", type=click.Choice(["data", "standard"]), default="data", show_default=True,
-              help="Start x_T from q(x_T) built on the training data's phase fractions (data) or from N(0, I) "
-                   "(standard, Algorithm 1 as written).")
+@click.option("--prior", "prior_mode", type=click.Choice(["standard", "data"]), default="standard", show_default=True,
+              help="Start x_T from N(0, I) (standard, Algorithm 1) or from q(x_T) built on the training data's "
+                   "phase fractions (data; see benchmarks/results/paper_cases.md for when it helps).")
 @click.option("--periodic", is_flag=True, help="Circular padding: a periodic volume.")
 @click.option("--fast/--no-fast", default=None,
               help="Fast path: bf16 autocast, channels_last, CUDA graph (default: on with CUDA, off on CPU).")

@@ -117,12 +117,14 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
 @click.option("--steps", type=int, help="Respaced sampling steps (default: all T).")
 @click.option("--method", type=click.Choice(["ddpm", "ddim"]), default="ddpm", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--prior", "prior_mode", type=click.Choice(["standard", "data"]), default="standard", show_default=True,
+              help="x_T from N(0, I) or from q(x_T) on the training data's phase fractions (as m3d sample).")
 @click.option("--device", help="cpu, cuda or cuda:N (default: cuda if available).")
 @click.option("-o", "--out", "out", required=True, type=click.Path(),
               help="grid.png (a tiled picture) or .npy/.tif (an (n, S, S) stack of phase labels).")
 @user_errors
 def sample2d(checkpoint: str, n: int, size: int | None, steps: int | None, method: str, seed: int,
-             device: str | None, out: str) -> None:
+             prior_mode: str, device: str | None, out: str) -> None:
     """Draw N 2D images from CHECKPOINT (a file or shipped model name) by plain reverse diffusion."""
     import time
     from pathlib import Path
@@ -143,9 +145,9 @@ def sample2d(checkpoint: str, n: int, size: int | None, steps: int | None, metho
         raise UserError(f"--size {size} must be a multiple of {ckpt.unet.divisor} for this model")
     t0 = time.perf_counter()
     images = sample_images(ckpt.model, NoiseSchedule(ckpt.schedule), n, size, steps, seed, dev, method=method,
-                           prior=ckpt.prior)
+                           prior=ckpt.prior if prior_mode == "data" else None)
     seconds = time.perf_counter() - t0
     write_array(out, image_grid(images) if Path(out).suffix.lower() == ".png" else to_labels(images))
     write_json(f"{out}.json", {"model": ckpt.describe(), "n": n, "size": size, "steps": steps, "method": method,
-                               "seed": seed, "seconds": seconds, "provenance": provenance()})
+                               "seed": seed, "prior": prior_mode, "seconds": seconds, "provenance": provenance()})
     click.echo(f"wrote {out} ({n} images of {size}x{size}, {seconds:.1f} s)", err=True)

@@ -82,7 +82,7 @@ def fused_step_rotate(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: flo
     """The sampler's rotating update ``R(c_x*x - c_eps*eps + c_z*z)``: (V, D, C, H, W) -> (V, H, C, W, D).
 
     Cubic contiguous x is rotated in place (x is overwritten and returned): no second volume-sized buffer,
-    at the double-buffered op's speed on CPU (0.85-1.19x at 64^3-256^3, benchmarks/results/fused_step_cpu.json).
+    at the double-buffered op's speed on CPU (0.86-1.06x at 64^3-256^3, benchmarks/results/fused_step_cpu.json).
     Other shapes go out of place and leave x unchanged.
     """
     if x.shape[1] == x.shape[3] == x.shape[4] and x.is_contiguous():

@@ -77,8 +77,16 @@ def parse_threshold(value: float | str | None) -> float | str | None:
 
 
 def otsu_threshold(values: np.ndarray) -> float:
-    """Otsu's threshold: the t maximising the between-class variance of {v <= t} and {v > t}."""
+    """Otsu's threshold: the t maximising the between-class variance of {v <= t} and {v > t}.
+
+    Exact on integer images (one histogram bin per value), 256 bins otherwise. UserError for NaN/inf or a
+    constant input.
+    """
     v = np.asarray(values).ravel()
+    if v.dtype.kind == "f" and not np.isfinite(v).all():
+        raise UserError("input contains NaN or infinite values")
+    if v.size == 0 or v.min() == v.max():
+        raise UserError(f"cannot threshold a constant input (all values {v.min() if v.size else 'missing'})")
     if np.issubdtype(v.dtype, np.integer) or v.dtype == bool:
         lo = int(v.min())
         hist = np.bincount((v.astype(np.int64) - lo)).astype(np.float64)

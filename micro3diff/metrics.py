@@ -33,7 +33,7 @@ from typing import Callable, Literal, Union
 import numpy as np
 import torch
 
-from . import ops
+from . import data, ops
 from .errors import UserError
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
@@ -80,21 +80,8 @@ def _as_tensor(x: ArrayLike) -> torch.Tensor:
 
 
 def otsu_threshold(x: ArrayLike) -> float:
-    """Otsu's threshold of the values of x (256-bin histogram): maximises the between-class variance."""
-    v = _as_tensor(x).double().flatten()
-    lo, hi = v.min().item(), v.max().item()
-    if not math.isfinite(lo) or not math.isfinite(hi):
-        raise UserError("input contains NaN or infinite values")
-    if lo == hi:
-        raise UserError(f"cannot threshold a constant input (all values {lo})")
-    hist = torch.histc(v, bins=256, min=lo, max=hi)
-    centers = lo + (torch.arange(256, dtype=torch.float64) + 0.5) * (hi - lo) / 256
-    w0 = hist.cumsum(0)[:-1]
-    w1 = hist.sum() - w0
-    m0 = (hist * centers).cumsum(0)[:-1]
-    between = (m0 * w1 - (m0[-1] + hist[-1] * centers[-1] - m0) * w0) ** 2 / (w0 * w1).clamp_min(1)
-    k = int(between.argmax())
-    return lo + (k + 1) * (hi - lo) / 256
+    """Otsu's threshold of the values of x: the same rule ``m3d train --threshold otsu`` uses (data.py)."""
+    return data.otsu_threshold(_as_tensor(x).cpu().numpy())
 
 
 def binarize(x: ArrayLike, *, phase: int | None = None, threshold: Threshold = None) -> torch.Tensor:

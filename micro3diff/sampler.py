@@ -32,6 +32,7 @@ from .errors import UserError
 from .fast import SamplerOptions, network
 from .schedule import Affine, NoiseSchedule
 from .unet import set_periodic
+from .volume_fraction import check_targets, steer
 
 PLANES = ("yz", "xz", "xy")
 # permute (V, D', C, H', W') after r % 3 rotations back to (V, C, D, H, W)
@@ -189,7 +190,8 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
                        eta: float | None = None, seed: int = 0, device: torch.device | str | None = None,
                        max_batch: int | None = None, rotate: bool = True, rotate_between_harmonize: bool = False,
                        periodic: bool = False, options: SamplerOptions | None = None,
-                       prior: tuple[Sequence[float], Sequence[float]] | None = None) -> Iterator[StepRecord]:
+                       prior: tuple[Sequence[float], Sequence[float]] | None = None,
+                       volume_fraction: Sequence[float] | None = None) -> Iterator[StepRecord]:
     """Run Algorithm 1 on ``n_volumes`` volumes of ``shape`` (D, H, W), yielding a StepRecord after every step.
 
     ``model``: eps-model ``(B, C, h, w), (B,) -> (B, C, h, w)`` on ``device`` (default: its own), or a dict
@@ -199,6 +201,8 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
     ``periodic``: circular padding in the models' convolutions for the run (restored when the generator ends).
     ``prior``: (mean, var) per channel of the training data's x_0 (``checkpoint.data_prior``): start from the
     Gaussian approximation of q(x_T) (``NoiseSchedule.prior``) instead of N(0, I).
+    ``volume_fraction``: target phase fractions (one channel: [phi]; K channels: K values): every call's
+    output is steered so that x0-hat has them (``volume_fraction.steer``); None: no control.
     ``options``: how the network runs (micro3diff.fast; None: the reference, fp32 eager, synced timing);
     ``SamplerOptions.fast(device)`` is the fast path (bf16 autocast, channels_last, CUDA graph on CUDA).
     """
@@ -220,6 +224,7 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
     reverse = schedule.steps(cfg.steps, method=cfg.method, eta=cfg.eta)
     D, H, W = (int(s) for s in shape)
     C = channels.pop()
+    targets = None if volume_fraction is None else check_targets(volume_fraction, C)
     seeds = [seed + v for v in range(n_volumes)]
     max_batch = max_batch or n_volumes * max(D, H, W)
 
@@ -233,6 +238,8 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
             for h in range(calls):
                 plane = PLANES[turns % 3]
                 eps = net(plane, x, step.t)  # timed inside (synced, or CUDA events in the fast path)
+                if targets is not None:
+                    eps = steer(x, eps, step.predictor, targets)
                 last = h == calls - 1
                 turn = rotate and (last or rotate_between_harmonize)
                 # eq. 17 (+ eq. 21 renoise, composed) as one affine map; R to the next plane after the step
@@ -253,6 +260,7 @@ def sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: NoiseSch
                   max_batch: int | None = None, rotate: bool = True, rotate_between_harmonize: bool = False,
                   periodic: bool = False, options: SamplerOptions | None = None,
                   prior: tuple[Sequence[float], Sequence[float]] | None = None,
+                  volume_fraction: Sequence[float] | None = None,
                   callback: Callable[[StepRecord], None] | None = None) -> SampleResult:
     """Sample ``n_volumes`` volumes of ``shape`` (D, H, W); arguments as ``iter_sample_volume``.
 
@@ -262,7 +270,7 @@ def sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: NoiseSch
     records = iter_sample_volume(model, schedule, shape, n_volumes, preset=preset, steps=steps,
                                  n_harmonize=n_harmonize, method=method, eta=eta, seed=seed, device=device,
                                  max_batch=max_batch, rotate=rotate, rotate_between_harmonize=rotate_between_harmonize,
-                                 periodic=periodic, options=options, prior=prior)
+                                 periodic=periodic, options=options, prior=prior, volume_fraction=volume_fraction)
     with contextlib.closing(records):  # restores the models' padding even when the callback raises
         for rec in records:
             if callback is not None:

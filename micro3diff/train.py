@@ -40,7 +40,7 @@ from .checkpoint import save_checkpoint
 from .data import CropSampler, DataConfig, load_training_images
 from .errors import UserError
 from .io import atomic_path, provenance, write_json
-from .schedule import NoiseSchedule, ScheduleConfig
+from .schedule import DEFAULT_SCHEDULE, NoiseSchedule, ScheduleConfig
 from .unet import UNET_PRESETS, UNet, UNetConfig
 
 STATE_FORMAT = "micro3diff-train-state/1"
@@ -59,7 +59,7 @@ class TrainConfig:
 
     data: DataConfig
     unet: UNetConfig = field(default_factory=lambda: UNET_PRESETS["small"])
-    schedule: ScheduleConfig = ScheduleConfig()
+    schedule: ScheduleConfig = DEFAULT_SCHEDULE
     steps: int = 20000
     batch: int = 32
     lr: float = 3e-4
@@ -373,10 +373,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             gen.manual_seed(_step_seed(config.seed, rank, step))
             t = torch.randint(0, schedule.T, (x0.shape[0],), generator=gen, device=device)
             noise = torch.randn(x0.shape, generator=gen, device=device)
-            x_t = schedule.q_sample(x0, t, noise)
+            x_t, target = schedule.q_sample(x0, t, noise)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 pred = net(x_t, t)
-            loss = F.mse_loss(pred.float(), noise)  # eq. 15: || eps - eps_theta(x_t, t) ||^2
+            loss = F.mse_loss(pred.float(), target)  # eq. 15: || eps - eps_theta(x_t, t) ||^2 (or v)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -6,7 +6,11 @@ import os
 import click
 
 from ..errors import UserError
+from ..schedule import DEFAULT_SCHEDULE, PAPER_SCHEDULE, ScheduleConfig
 from ._common import pick_device, user_errors
+
+SCHEDULE_CHOICES = {"zsnr": DEFAULT_SCHEDULE, "paper": PAPER_SCHEDULE,
+                    "cosine": ScheduleConfig(kind="cosine", prediction="v")}
 
 # Options that may change when a run is resumed; everything else comes from the run's config.json.
 RESUMABLE = {"steps", "save_every", "keep", "log_every", "sample_every", "device", "threads", "progress", "resume",
@@ -31,6 +35,10 @@ def _dim_mults(value: str | None) -> tuple[int, ...] | None:
 @click.option("--image-size", type=int, default=64, show_default=True, help="Training crop side S.")
 @click.option("--preset", type=click.Choice(["tiny", "small", "paper"]), default="small", show_default=True,
               help="U-Net size and training defaults.")
+@click.option("--schedule", "schedule", type=click.Choice(list(SCHEDULE_CHOICES)), default="zsnr", show_default=True,
+              help="Noise schedule and prediction: zsnr (linear betas rescaled to zero terminal SNR, "
+                   "v-prediction; the start N(0, I) is exact), paper (linear 1e-4..1e-2, eps-prediction), "
+                   "cosine (v-prediction).")
 @click.option("--model-dim", type=int, help="U-Net base width (overrides the preset).")
 @click.option("--dim-mults", help="U-Net level multipliers, e.g. 1,2,4 (overrides the preset).")
 @click.option("--steps", type=int, help="Total optimizer steps.")
@@ -57,7 +65,8 @@ def _dim_mults(value: str | None) -> tuple[int, ...] | None:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 @click.pass_context
 @user_errors
-def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, preset: str, model_dim: int | None,
+def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, preset: str, schedule: str,
+          model_dim: int | None,
           dim_mults: str | None, steps: int | None, batch: int | None, lr: float | None, warmup: int | None,
           ema: float | None, save_every: int | None, keep: int | None, log_every: int | None,
           sample_every: int | None, axis: str, threshold: str | None, phases: int, no_augment: bool,
@@ -104,6 +113,7 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
         data_cfg = DataConfig(paths=data, image_size=image_size, axis=axis, threshold=threshold, phases=phases,
                               augment=not no_augment)
         config = T.make_config(data_cfg, preset, model_dim=model_dim, dim_mults=_dim_mults(dim_mults), batch=batch,
+                               schedule=SCHEDULE_CHOICES[schedule],
                                lr=lr, warmup=warmup, ema=ema, plane=plane, seed=seed, **changes)
     path = T.train(config, out, resume=resume, device=pick_device(device), progress=progress)
     if os.environ.get("RANK", "0") == "0":

@@ -53,14 +53,10 @@ class SamplerOptions:
 
     @classmethod
     def fast(cls, device: torch.device | str) -> "SamplerOptions":
-        """The fast path for ``device``: everything on CUDA; on other devices the reference computation
-        (CUDA-only features off) without per-forward sync timing (a no-op off CUDA anyway)."""
+        """The fast path for ``device``: everything on CUDA; on the CPU channels_last (oneDNN's NHWC convolutions,
+        fp32: the same volume up to float rounding; benchmarks/results/cpu_speed.json) and no per-forward sync."""
         cuda = torch.device(device).type == "cuda" and torch.cuda.is_available()
-        return cls(autocast_bf16=cuda, channels_last=cuda, cuda_graph=cuda, compile=False, sync_timing=False)
-
-    @property
-    def any_feature(self) -> bool:
-        return self.autocast_bf16 or self.channels_last or self.cuda_graph or self.compile
+        return cls(autocast_bf16=cuda, channels_last=True, cuda_graph=cuda, compile=False, sync_timing=False)
 
     def check(self, device: torch.device) -> None:
         """UserError if a CUDA-only feature is asked for on another device."""

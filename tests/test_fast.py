@@ -32,14 +32,19 @@ def assert_same_params(before, model):
 
 
 @pytest.mark.parametrize("shape, n_vol, max_batch", [((8, 8, 8), 2, None), ((8, 4, 12), 2, 5)])
-def test_fast_path_off_cuda_gives_exactly_the_reference_volume(shape, n_vol, max_batch):
-    """CPU: SamplerOptions.fast turns every CUDA feature off; the volume must be bit-identical (fp32)."""
+def test_fast_path_off_cuda_gives_the_reference_volume(shape, n_vol, max_batch):
+    """CPU: with its features off the fast path is bit-identical (fp32); SamplerOptions.fast("cpu") (channels_last)
+    changes float rounding only: phase labels differ in < 0.1 % of voxels."""
     model = tiny_unet()
     kw = dict(steps=3, n_harmonize=2, seed=3, max_batch=max_batch)
     ref = sample_volume(model, SCHEDULE, shape, n_vol, **kw)
-    fast = sample_volume(model, SCHEDULE, shape, n_vol, options=SamplerOptions.fast("cpu"), **kw)
-    assert SamplerOptions.fast("cpu").any_feature is False
-    assert torch.equal(fast.volume, ref.volume)
+    off = sample_volume(model, SCHEDULE, shape, n_vol, options=SamplerOptions(sync_timing=False), **kw)
+    assert torch.equal(off.volume, ref.volume)
+    fast_opts = SamplerOptions.fast("cpu")
+    assert fast_opts.channels_last and not (fast_opts.autocast_bf16 or fast_opts.cuda_graph)
+    fast = sample_volume(model, SCHEDULE, shape, n_vol, options=fast_opts, **kw)
+    assert (fast.phases != ref.phases).float().mean().item() < 1e-3
+    torch.testing.assert_close(fast.volume, ref.volume, rtol=0, atol=1e-4)
     assert fast.nfe == ref.nfe == 2 * 2 + 1
     assert fast.seconds >= fast.seconds_network > 0
 

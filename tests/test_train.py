@@ -199,6 +199,16 @@ def test_loss_falls(tmp_path):
     assert last < 0.5 * first, (first, last)
 
 
+def test_channels_last_training_matches_the_reference_loss(tmp_path):
+    """The CPU fast path (channels_last) trains the same model: per-step losses within 1e-4 of the reference."""
+    cfg = make_config(stripes(tmp_path), "tiny", steps=5, batch=8, warmup=2, log_every=1, save_every=1000)
+    train(dataclasses.replace(cfg, channels_last=False), tmp_path / "ref", progress=False)
+    train(cfg, tmp_path / "fast", progress=False)
+    ref, fast = ([float(r["loss"]) for r in log_rows(tmp_path / d)] for d in ("ref", "fast"))
+    assert cfg.channels_last and len(ref) == len(fast) == 5
+    assert max(abs(a - b) for a, b in zip(ref, fast)) < 1e-4, (ref, fast)
+
+
 def test_resume_is_bit_exact_and_checkpoints(tmp_path):
     cfg = make_config(stripes(tmp_path), "tiny", steps=6, batch=4, warmup=3, save_every=2, keep=2, log_every=1)
     train(cfg, tmp_path / "a", progress=False)

@@ -61,6 +61,8 @@ def _dim_mults(value: str | None) -> tuple[int, ...] | None:
 @click.option("--seed", type=int, help="Seed of weights, data order and noise (default 0).")
 @click.option("--device", help="cpu, cuda or cuda:N (default: cuda if available).")
 @click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
+@click.option("--fast/--no-fast", "fast", default=True, show_default=True,
+              help="channels_last weights and batches (faster convolutions; --no-fast: the reference layout).")
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its newest checkpoint.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 @click.pass_context
@@ -70,7 +72,7 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
           dim_mults: str | None, steps: int | None, batch: int | None, lr: float | None, warmup: int | None,
           ema: float | None, save_every: int | None, keep: int | None, log_every: int | None,
           sample_every: int | None, axis: str, threshold: str | None, phases: int, no_augment: bool,
-          plane: str | None, seed: int | None, device: str | None, threads: int | None, resume: bool,
+          plane: str | None, seed: int | None, device: str | None, threads: int | None, fast: bool, resume: bool,
           progress: bool) -> None:
     """Train a 2D DDPM on binary (or K-phase) micrographs in DATA (files or folders).
 
@@ -113,7 +115,7 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
         data_cfg = DataConfig(paths=data, image_size=image_size, axis=axis, threshold=threshold, phases=phases,
                               augment=not no_augment)
         config = T.make_config(data_cfg, preset, model_dim=model_dim, dim_mults=_dim_mults(dim_mults), batch=batch,
-                               schedule=SCHEDULE_CHOICES[schedule],
+                               schedule=SCHEDULE_CHOICES[schedule], channels_last=fast,
                                lr=lr, warmup=warmup, ema=ema, plane=plane, seed=seed, **changes)
     path = T.train(config, out, resume=resume, device=pick_device(device), progress=progress)
     if os.environ.get("RANK", "0") == "0":

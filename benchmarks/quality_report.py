@@ -1,0 +1,210 @@
+"""Quality table: how right are the volumes? One row per (case, model, sampler setting), judged by numbers.
+
+For each case (spheres 3D, polycrystal 2D, carbonate 2D) and each sampler setting: phi generated vs reference,
+S2 and L error per volume (mean +- sd) and of the mean curve, the per-volume natural-variability floor of the
+same size, the shuffled baseline, error / floor, U-Net calls and seconds per volume. ``--2d`` rows score the 2D
+model alone: 2D samples against the reference images, with the floor of real crops of the same size.
+
+Rows accumulate in benchmarks/results/quality.json (a row is keyed by case, model, setting, size, count and
+seed; an existing key is skipped unless --redo), and quality.md is rewritten from all rows each run.
+
+Settings (``--settings``, comma-separated): a preset name with ``+``-joined overrides, e.g. ``preview``,
+``fast``, ``preview+h1``, ``fast+s50+h6``, ``preview+vf`` (volume-fraction control at the training data's phi),
+``preview+ddim1`` (DDIM eta = 1: posterior variance beta-tilde), ``preview+prior`` (x_T from q(x_T) on the data's
+moments), ``preview+norot`` (no plane rotation: stacked 2D samples).
+
+  PYTHONPATH=. python benchmarks/quality_report.py --cases spheres --models 'runs/v1/{case}/model.safetensors' \
+      --settings preview,fast --size 64 --count 10 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reproduce_paper as rp  # noqa: E402  (the cases, references and the per-metric evaluation)
+
+from micro3diff import metrics  # noqa: E402
+from micro3diff.checkpoint import load_checkpoint  # noqa: E402
+from micro3diff.io import provenance, write_json  # noqa: E402
+from micro3diff.sample2d import sample_images, to_labels  # noqa: E402
+from micro3diff.sampler import sample_volume, sampler_settings  # noqa: E402
+from micro3diff.schedule import NoiseSchedule  # noqa: E402
+
+RESULTS = rp.RESULTS
+LABEL = rp.LABEL
+
+
+def parse_setting(spec: str) -> dict:
+    """'fast+s50+h6+vf' -> sampler keyword arguments and flags (see the module docstring)."""
+    preset, *mods = spec.split("+")
+    out: dict = {"preset": preset, "vf": False, "prior": False, "rotate": True}
+    for m in mods:
+        if m[:1] in "sh" and m[1:].isdigit():
+            out["steps" if m[0] == "s" else "n_harmonize"] = int(m[1:])
+        elif m in ("vf", "prior"):
+            out[m] = True
+        elif m == "norot":
+            out["rotate"] = False
+        elif m.startswith("ddim"):
+            out.update(method="ddim", eta=float(m[4:] or 0))
+        else:
+            raise SystemExit(f"unknown setting modifier {m!r} in {spec!r}")
+    return out
+
+
+def _images_eval(ref: torch.Tensor, gen: torch.Tensor, name: str, r_max: int, a) -> dict:
+    """2D samples (N, S, S) vs 2D reference images: per-image errors, floor of real images of the same size."""
+    fn = metrics.metric_function(name)
+    ref_curve = fn(ref, r_max, ndim=2).average.mean(dim=0)
+    curves = fn(gen, r_max, ndim=2).average
+    size = tuple(gen.shape[1:])
+    if tuple(ref.shape[1:]) == size:
+        idx = torch.randperm(ref.shape[0], generator=torch.Generator().manual_seed(a.seed))[:a.crops]
+        real = ref[idx]
+    else:
+        real = torch.cat([metrics.random_crops(ref[i % ref.shape[0]], size, 1, seed=a.seed + i) for i in range(a.crops)])
+    floor = metrics.error_rate(fn(real, r_max, ndim=2).average, ref_curve)
+    gen_flat = ref.flatten(1)[:, torch.randperm(ref[0].numel(), generator=torch.Generator().manual_seed(a.seed))]
+    base = fn(gen_flat.view_as(ref), r_max, ndim=2).average.mean(dim=0)
+    return {"error_per_volume": rp._mean_std(metrics.error_rate(curves, ref_curve)),
+            "error_of_mean_curve": float(metrics.error_rate(curves.mean(dim=0), ref_curve)),
+            "floor_volume": rp._mean_std(floor), "shuffled": float(metrics.error_rate(base, ref_curve))}
+
+
+def reference_2d(case: str, a) -> torch.Tensor:
+    """2D reference images: a 2D case's stack, or the 3D reference's slices along its first axis."""
+    return rp.reference_images(case, a)
+
+
+def run_row(case: str, model: str, spec: str, a) -> dict:
+    ckpt = load_checkpoint(model)
+    sched = NoiseSchedule(ckpt.schedule)
+    st = parse_setting(spec)
+    ref = rp.reference_images(case, a)
+    phi_ref = float(ref.double().mean())
+    vf = [phi_ref] if st["vf"] else None
+    prior = ckpt.prior if st["prior"] else None
+    kw = {k: st[k] for k in ("steps", "n_harmonize", "method", "eta") if k in st}
+    seconds, labels = [], []
+    if a.two_d:
+        cfg = sampler_settings(st["preset"], **kw)
+        t0 = time.perf_counter()
+        imgs = sample_images(ckpt.model, sched, a.count, a.size, cfg.steps, seed=a.seed, method=cfg.method,
+                             eta=cfg.eta, prior=prior)
+        seconds.append((time.perf_counter() - t0) / a.count)
+        gen = torch.from_numpy(to_labels(imgs).astype(np.int64)).to(torch.uint8)
+        nfe = cfg.steps
+    else:
+        for i in range(a.count):
+            res = sample_volume(ckpt.model, sched, (a.size,) * 3, 1, preset=st["preset"], seed=a.seed + i,
+                                rotate=st["rotate"], prior=prior, volume_fraction=vf, **kw)
+            seconds.append(res.seconds)
+            labels.append(res.phases[0])
+            print(f"  {case} {spec} volume {i + 1}/{a.count}: phi {labels[-1].float().mean():.3f}, "
+                  f"{res.seconds:.1f} s", flush=True)
+        gen = torch.stack(labels)
+        nfe = res.nfe
+    mode = "2d-model" if a.two_d else rp.CASES[case]["mode"]
+    r_max = min(gen.shape[1:]) // 2
+    row = {"case": case, "model": model, "model_sha256": ckpt.sha256[:16], "schedule": ckpt.schedule.__dict__,
+           "training_step": ckpt.training.get("step"), "setting": spec, "mode": mode, "size": a.size,
+           "count": a.count, "seed": a.seed, "nfe": nfe, "seconds_per_volume": rp._mean_std(torch.tensor(seconds)),
+           "threads": torch.get_num_threads(), "phi_reference": phi_ref,
+           "phi_generated": rp._mean_std(gen.flatten(1).double().mean(1)), "metrics": {}}
+    a.floor_repeats = a.floor_repeats or 16
+    for name in metrics.METRICS:
+        if a.two_d:
+            m = _images_eval(reference_2d(case, a), gen, name, r_max, a)
+        elif mode == "3d":
+            m = rp._evaluate_3d(ref, gen, name, r_max, a)
+        else:
+            m = rp._evaluate_2d(ref, gen, name, r_max, a)
+        keep = ("error_per_volume", "error_of_mean_curve", "floor_volume", "shuffled")
+        row["metrics"][name] = {k: m[k] for k in keep} | {"paper": rp.CASES[case]["paper"][name]}
+    return row
+
+
+def key(row: dict) -> tuple:
+    return (row["case"], row["model"], row["setting"], row["mode"], row["size"], row["count"], row["seed"])
+
+
+def write_md(rows: list[dict]) -> None:
+    lines = ["# Quality: generated vs reference (error rates eq. 24, %)", "",
+             "Written by `benchmarks/quality_report.py` from `quality.json`. Per-volume errors are mean ± sd over "
+             "volumes; *floor* is the per-volume error of real data of the same size (natural variability); "
+             "*shuffled*: the reference's voxels permuted (right phi, no structure); *x floor*: per-volume error / "
+             "floor mean. Target (issue 11): phi within ±0.02, per-volume error <= max(1.5 x floor, paper).", "",
+             "| case | mode | model (step) | setting | size x n | calls | s / vol | phi gen (ref) | S2 per vol | "
+             "S2 mean curve | S2 floor | S2 x floor | S2 shuffled | L per vol | L mean curve | L floor | L x floor | "
+             "L shuffled |", "|" + "---|" * 18]
+    for r in rows:
+        cells = [r["case"], r["mode"], f"{Path(r['model']).parent.name or r['model']} ({r['training_step']}, "
+                 f"{r['schedule']['kind']}/{r['schedule'].get('prediction', 'eps')})", r["setting"],
+                 f"{r['size']} x {r['count']}", str(r["nfe"]), f"{r['seconds_per_volume']['mean']:.1f}",
+                 f"{r['phi_generated']['mean']:.3f} ± {r['phi_generated']['std']:.3f} ({r['phi_reference']:.3f})"]
+        for name in metrics.METRICS:
+            m = r["metrics"][name]
+            e, f = m["error_per_volume"], m["floor_volume"]
+            cells += [f"{e['mean']:.1f} ± {e['std']:.1f}", f"{m['error_of_mean_curve']:.1f}",
+                      f"{f['mean']:.1f}", f"{e['mean'] / f['mean']:.2f}", f"{m['shuffled']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Commands, devices and dates of every row are in quality.json.", ""]
+    (RESULTS / "quality.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", default="spheres,polycrystal,carbonate")
+    p.add_argument("--models", default="{case}", help="model per case: a shipped name or a path; {case} is replaced")
+    p.add_argument("--settings", default="preview", help="comma-separated settings (see the module docstring)")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--count", type=int, default=10)
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--crops", type=int, default=64)
+    p.add_argument("--floor-repeats", type=int, default=16)
+    p.add_argument("--2d", dest="two_d", action="store_true", help="score the 2D model alone (2D samples)")
+    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--root", default="runs/reproduce")
+    p.add_argument("--carbonate", default=str(rp.CARBONATE))
+    p.add_argument("--redo", action="store_true")
+    p.add_argument("--note", default="", help="what else ran on the machine (kept in each row)")
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    path = RESULTS / "quality.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {"rows": []}
+    rows = doc["rows"]
+    for case in [c for c in a.cases.split(",") if c]:
+        for spec in [s for s in a.settings.split(",") if s]:
+            model = a.models.format(case=case)
+            probe = {"case": case, "model": model, "setting": spec, "mode": "2d-model" if a.two_d else
+                     rp.CASES[case]["mode"], "size": a.size, "count": a.count, "seed": a.seed}
+            if any(key(r) == key(probe) for r in rows) and not a.redo:
+                print(f"skip {key(probe)} (in quality.json; --redo to rerun)")
+                continue
+            row = run_row(case, model, spec, a)
+            row.update(command="PYTHONPATH=. python " + shlex.join(["benchmarks/quality_report.py", *sys.argv[1:]]),
+                       date=datetime.date.today().isoformat(), device=rp.cpu_name(), note=a.note,
+                       provenance=provenance())
+            rows[:] = [r for r in rows if key(r) != key(row)] + [row]
+            write_json(path, doc)
+            write_md(rows)
+            s2, lp = row["metrics"]["two_point"], row["metrics"]["lineal_path"]
+            print(f"{case} {spec}: phi {row['phi_generated']['mean']:.3f} ({row['phi_reference']:.3f}), "
+                  f"S2 {s2['error_per_volume']['mean']:.1f} (floor {s2['floor_volume']['mean']:.1f}, shuffled "
+                  f"{s2['shuffled']:.1f}), L {lp['error_per_volume']['mean']:.1f} (floor "
+                  f"{lp['floor_volume']['mean']:.1f}), {row['nfe']} calls, "
+                  f"{row['seconds_per_volume']['mean']:.1f} s/vol", flush=True)
+
+
+if __name__ == "__main__":
+    main()

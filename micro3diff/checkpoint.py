@@ -46,6 +46,14 @@ class Checkpoint:
             return None
         return list(self.data["x_mean"]), list(self.data["x_var"])
 
+    @property
+    def phase_fractions(self) -> list[float] | None:
+        """The training data's phase fractions as ``volume_fraction.steer`` takes them (x = 2 I - 1 per channel:
+        one channel -> [phi_1]; K one-hot channels -> K fractions), if recorded."""
+        if "x_mean" not in self.data:
+            return None
+        return [(float(m) + 1) / 2 for m in self.data["x_mean"]]
+
     def describe(self) -> dict:
         """JSON-able summary for sidecars: path, hash and the full config."""
         return {"path": str(self.path), "sha256": self.sha256, **config_dict(self.unet, self.schedule, self.data, self.training)}

@@ -110,3 +110,19 @@ def test_interrupt_while_writing_leaves_no_partial_file(ckpt, tmp_path, monkeypa
     monkeypatch.setattr(tifffile, "imwrite", half_written)
     res = run(ckpt, "-o", tmp_path, *FAST)
     assert res.exit_code == 130 and list(tmp_path.iterdir()) == []
+
+
+def test_volume_fraction_option(ckpt, tmp_path):
+    """Numbers steer each volume's phi; 'auto' is off for a checkpoint without recorded fractions; bad values: exit 2."""
+    res = run(ckpt, "-o", tmp_path / "a", "--size", 16, "--volume-fraction", "0.3", "--threads", 1, *FAST)
+    assert res.exit_code == 0, res.output
+    side = json.loads((tmp_path / "a" / "tiny_0.json").read_text())
+    assert side["volume_fraction"] == [0.3] and side["threads"] == 1
+    assert abs((tifffile.imread(tmp_path / "a" / "tiny_0.tif") > 0).mean() - 0.3) < 0.02
+    assert run(ckpt, "-o", tmp_path / "b", *FAST).exit_code == 0
+    assert json.loads((tmp_path / "b" / "tiny_0.json").read_text())["volume_fraction"] is None
+    for bad in ("data", "1.5", "0.2,0.3", "x", "nan"):
+        res = run(ckpt, "-o", tmp_path / "c", "--volume-fraction", bad, *FAST)
+        assert res.exit_code == 2 and "Traceback" not in res.output, (bad, res.output)
+        assert not (tmp_path / "c" / "tiny_0.tif").exists()
+    assert run(ckpt, "-o", tmp_path / "c", "--threads", 0, *FAST).exit_code == 2

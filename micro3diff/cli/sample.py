@@ -57,6 +57,21 @@ def _orthoslices(phases: np.ndarray, n_phases: int) -> np.ndarray:
     return np.concatenate(tiles[:-1], axis=1)
 
 
+def _volume_fraction(spec: str, ckpt) -> list[float] | None:
+    """--volume-fraction: None (off), the checkpoint's training fractions (data, auto) or the given numbers."""
+    if spec == "off" or (spec == "auto" and ckpt.phase_fractions is None):
+        return None
+    if spec in ("data", "auto"):
+        fractions = ckpt.phase_fractions
+        if fractions is None:
+            raise UserError(f"{ckpt.path} records no training phase fractions; give --volume-fraction numbers or off")
+        return fractions
+    try:
+        return [float(v) for v in spec.split(",")]
+    except ValueError:
+        raise UserError(f"--volume-fraction must be data, off or comma-separated numbers, got {spec!r}") from None
+
+
 @click.command()
 @click.argument("model", required=False)
 @click.option("--models", "plane_specs", multiple=True, metavar="PLANE=MODEL",
@@ -78,8 +93,14 @@ def _orthoslices(phases: np.ndarray, n_phases: int) -> np.ndarray:
               help="Start x_T from N(0, I) (standard, Algorithm 1) or from q(x_T) built on the training data's "
                    "phase fractions (data; see benchmarks/results/paper_cases.md for when it helps).")
 @click.option("--periodic", is_flag=True, help="Circular padding: a periodic volume.")
-@click.option("--fast/--no-fast", default=None,
-              help="Fast path: bf16 autocast, channels_last, CUDA graph (default: on with CUDA, off on CPU).")
+@click.option("--fast/--no-fast", default=True, show_default=True,
+              help="Fast path: channels_last (CPU and CUDA), bf16 autocast and a CUDA graph (CUDA); --no-fast: the "
+                   "fp32 reference.")
+@click.option("--volume-fraction", "vf_spec", default="auto", show_default=True,
+              help="Steer every denoiser call so the predicted x0 has these phase fractions: 'data' (the training "
+                   "data's, from the checkpoint), 'off', numbers (one for two phases, K summing to 1 for K), or "
+                   "'auto' (data when the checkpoint records them, else off).")
+@click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
 @click.option("--format", "fmt", type=click.Choice(["tif", "npy", "vti", "both"]), default="tif", show_default=True,
               help="vti: VTK image data (opens in ParaView); both: tif and npy.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("samples"), show_default=True)
@@ -89,7 +110,7 @@ def _orthoslices(phases: np.ndarray, n_phases: int) -> np.ndarray:
 def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, shape: tuple[int, ...],
            count: int, preset: str, steps: int | None, n_harmonize: int | None, method: str | None,
            eta: float | None, seed: int, device: str | None, max_batch: int | None, prior_mode: str,
-           periodic: bool, fast: bool | None, fmt: str,
+           periodic: bool, fast: bool, vf_spec: str, threads: int | None, fmt: str,
            out_dir: Path, stem: str | None, overwrite: bool) -> None:
     """Generate COUNT volumes from MODEL (a checkpoint file or a shipped model name).
 
@@ -105,6 +126,10 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     from ..schedule import NoiseSchedule
 
     rank, world = _rank_world()
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
     if count < 1:
         raise UserError(f"--count must be >= 1, got {count}")
     if size is not None and shape:
@@ -130,8 +155,9 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     schedule = NoiseSchedule(first.schedule)
     suffixes = {"tif": [".tif"], "npy": [".npy"], "vti": [".vti"], "both": [".tif", ".npy"]}[fmt]
     models = {p: c.model for p, c in plane_ckpts.items()}
-    options = sampler.SamplerOptions.fast(dev) if (dev.type == "cuda" if fast is None else fast) else None
+    options = sampler.SamplerOptions.fast(dev) if fast else None
     prior = first.prior if prior_mode == "data" else None
+    volume_fraction = _volume_fraction(vf_spec, first)
 
     for i in range(rank, count, world):
         base = out_dir / f"{stem}_{i}"
@@ -143,7 +169,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
         with tqdm(total=settings.steps, desc=f"volume {i}", unit="step", disable=None, leave=False) as bar:
             res = sampler.sample_volume(models, schedule, shape, 1, preset=settings, seed=seed + i, device=dev,
                                         max_batch=max_batch, periodic=periodic, options=options, prior=prior,
-                                        callback=lambda rec: bar.update())
+                                        volume_fraction=volume_fraction, callback=lambda rec: bar.update())
         phases = res.phases[0].cpu().numpy()
         for path in arrays:
             write_array(path, phases)
@@ -151,6 +177,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
         write_json(sidecar, {
             "volume": i, "seed": seed + i, "base_seed": seed, "count": count, "shape": list(shape),
             "channels": res.volume.shape[1], "periodic": periodic, "prior": prior_mode if prior else "standard",
+            "volume_fraction": list(volume_fraction) if volume_fraction else None, "threads": torch.get_num_threads(),
             "preset": preset, **{f: getattr(settings, f) for f in ("steps", "n_harmonize", "method", "eta")},
             "nfe": res.nfe, "seconds": res.seconds, "seconds_network": res.seconds_network,
             "models": {p: c.describe() for p, c in plane_ckpts.items()}, "schedule": schedule.to_dict(),

@@ -1,0 +1,146 @@
+"""CPU speed of the U-Net against this machine's fp32 matmul ceiling, reference vs fast path, in one run.
+
+Per U-Net preset: forward GFLOP/s (batch 32 of 64^2, no grad) and training images/s + GFLOP/s (forward +
+backward + AdamW, batch 16 of 48^2), reference (contiguous NCHW) vs fast (channels_last), on 1 and 2 threads,
+each beside the same thread count's fp32 matmul GFLOP/s (1024^2). FLOPs come from torch.utils.flop_counter
+(a training step counts forward + backward). Then ``m3d sample spheres --size 64 --preset preview`` wall seconds
+with --no-fast / --fast, interleaved repeats, median. Writes benchmarks/results/cpu_speed.json.
+
+  PYTHONPATH=. python benchmarks/cpu_speed.py --note "idle machine"
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reproduce_paper import REPO, RESULTS, cpu_name  # noqa: E402
+
+from micro3diff.io import provenance, write_json  # noqa: E402
+from micro3diff.unet import UNET_PRESETS, UNet  # noqa: E402
+
+
+def _best(fn, repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls (after one warm-up), seconds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def matmul_gflops(repeats: int) -> float:
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    return 2 * 1024**3 / _best(lambda: a @ b, repeats * 4) / 1e9
+
+
+def _flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def forward_gflops(preset: str, fast: bool, repeats: int) -> dict:
+    model = UNet(UNET_PRESETS[preset]).eval()
+    x, t = torch.randn(32, 1, 64, 64), torch.randint(0, 1000, (32,))
+    if fast:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+
+    def run():
+        with torch.no_grad():
+            model(x, t)
+    flops = _flops(run)
+    sec = _best(run, repeats)
+    return {"gflop_per_image": flops / 32 / 1e9, "gflops": flops / sec / 1e9, "seconds": sec}
+
+
+def train_speed(preset: str, fast: bool, repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = UNet(UNET_PRESETS[preset])
+    x, t = torch.randn(16, 1, 48, 48), torch.randint(0, 1000, (16,))
+    if fast:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+
+    def step():
+        loss = F.mse_loss(model(x, t), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    flops = _flops(step)
+    sec = _best(step, repeats)
+    return {"images_per_s": 16 / sec, "gflops": flops / sec / 1e9, "seconds": sec}
+
+
+def sample_seconds(fast: bool, threads: int) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-c", "from micro3diff.cli import main; main()", "sample", "spheres", "--size", "64",
+               "--preset", "preview", "--device", "cpu", "--format", "npy", "-o", out, "--threads", str(threads),
+               "--fast" if fast else "--no-fast"]
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
+        return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--presets", default="tiny,small")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--sample-repeats", type=int, default=3)
+    p.add_argument("--sample-threads", type=int, default=2)
+    p.add_argument("--note", default="", help="what else ran on the machine")
+    p.add_argument("--smoke", action="store_true", help="tiny run for the tests (no sampling)")
+    a = p.parse_args()
+    rows = []
+    for threads in [int(v) for v in a.threads.split(",")]:
+        torch.set_num_threads(threads)
+        for preset in a.presets.split(","):
+            for fast in (False, True):
+                ceiling = matmul_gflops(a.repeats)
+                fwd, trn = forward_gflops(preset, fast, a.repeats), train_speed(preset, fast, a.repeats)
+                rows.append({"threads": threads, "preset": preset, "path": "fast" if fast else "reference",
+                             "matmul_gflops": ceiling, "forward": fwd, "train": trn,
+                             "forward_over_ceiling": fwd["gflops"] / ceiling,
+                             "train_over_ceiling": trn["gflops"] / ceiling})
+                print(f"{threads} thr {preset:5s} {rows[-1]['path']:9s}: matmul {ceiling:.0f}, forward "
+                      f"{fwd['gflops']:.0f} GFLOP/s ({rows[-1]['forward_over_ceiling']:.2f}), train "
+                      f"{trn['images_per_s']:.0f} img/s {trn['gflops']:.0f} GFLOP/s ({rows[-1]['train_over_ceiling']:.2f})",
+                      flush=True)
+    sampling: dict = {}
+    if not a.smoke:
+        times: dict[str, list[float]] = {"reference": [], "fast": []}
+        for _ in range(a.sample_repeats):  # interleaved
+            for fast in (False, True):
+                times["fast" if fast else "reference"].append(sample_seconds(fast, a.sample_threads))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        sampling = {"command": "m3d sample spheres --size 64 --preset preview --threads "
+                               f"{a.sample_threads} --no-fast|--fast", "seconds": times, "median": med,
+                    "speedup": med["reference"] / med["fast"]}
+        print(f"m3d sample preview 64^3: reference {med['reference']:.1f} s, fast {med['fast']:.1f} s, "
+              f"x{sampling['speedup']:.2f}", flush=True)
+    doc = {"date": datetime.date.today().isoformat(), "device": f"CPU ({cpu_name()})", "torch": torch.__version__,
+           "note": a.note, "command": "PYTHONPATH=. python benchmarks/cpu_speed.py " + " ".join(sys.argv[1:]),
+           "unet": rows, "sample": sampling, "provenance": provenance()}
+    if not a.smoke:
+        write_json(RESULTS / "cpu_speed.json", doc)
+    else:
+        print("smoke: no results written")
+
+
+if __name__ == "__main__":
+    main()

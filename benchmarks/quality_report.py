@@ -20,21 +20,22 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import shlex
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reproduce_paper as rp  # noqa: E402  (the cases, references and the per-metric evaluation)
 
 from micro3diff import metrics  # noqa: E402
-from micro3diff.checkpoint import load_checkpoint  # noqa: E402
-from micro3diff.io import provenance, write_json  # noqa: E402
+from micro3diff.checkpoint import load_checkpoint, resolve  # noqa: E402
+from micro3diff.fast import SamplerOptions  # noqa: E402
+from micro3diff.io import device_name, provenance, write_json  # noqa: E402
 from micro3diff.sample2d import sample_images, to_labels  # noqa: E402
 from micro3diff.sampler import sample_volume, sampler_settings  # noqa: E402
 from micro3diff.schedule import NoiseSchedule  # noqa: E402
@@ -86,7 +87,7 @@ def reference_2d(case: str, a) -> torch.Tensor:
 
 
 def run_row(case: str, model: str, spec: str, a) -> dict:
-    ckpt = load_checkpoint(model)
+    ckpt = load_checkpoint(model, a.device)
     sched = NoiseSchedule(ckpt.schedule)
     st = parse_setting(spec)
     ref = rp.reference_images(case, a)
@@ -98,17 +99,18 @@ def run_row(case: str, model: str, spec: str, a) -> dict:
     if a.two_d:
         cfg = sampler_settings(st["preset"], **kw)
         t0 = time.perf_counter()
-        imgs = sample_images(ckpt.model, sched, a.count, a.size, cfg.steps, seed=a.seed, method=cfg.method,
-                             eta=cfg.eta, prior=prior)
+        imgs = sample_images(ckpt.model, sched, a.count, a.size, cfg.steps, seed=a.seed, device=a.device,
+                             method=cfg.method, eta=cfg.eta, prior=prior)
         seconds.append((time.perf_counter() - t0) / a.count)
-        gen = torch.from_numpy(to_labels(imgs).astype(np.int64)).to(torch.uint8)
+        gen = torch.from_numpy(to_labels(imgs))
         nfe = cfg.steps
     else:
         for i in range(a.count):
             res = sample_volume(ckpt.model, sched, (a.size,) * 3, 1, preset=st["preset"], seed=a.seed + i,
-                                rotate=st["rotate"], prior=prior, volume_fraction=vf, **kw)
+                                rotate=st["rotate"], prior=prior, volume_fraction=vf, device=a.device,
+                                options=SamplerOptions.fast(a.device), **kw)
             seconds.append(res.seconds)
-            labels.append(res.phases[0])
+            labels.append(res.phases[0].cpu())
             print(f"  {case} {spec} volume {i + 1}/{a.count}: phi {labels[-1].float().mean():.3f}, "
                   f"{res.seconds:.1f} s", flush=True)
         gen = torch.stack(labels)
@@ -134,10 +136,10 @@ def run_row(case: str, model: str, spec: str, a) -> dict:
 
 
 def key(row: dict) -> tuple:
-    return (row["case"], row["model"], row["setting"], row["mode"], row["size"], row["count"], row["seed"])
+    return (row["case"], row["model_sha256"], row["setting"], row["mode"], row["size"], row["count"], row["seed"])
 
 
-def write_md(rows: list[dict]) -> None:
+def write_md(rows: list[dict], results: Path) -> None:
     lines = ["# Quality: generated vs reference (error rates eq. 24, %)", "",
              "Written by `benchmarks/quality_report.py` from `quality.json`. Per-volume errors are mean ± sd over "
              "volumes; *floor* is the per-volume error of real data of the same size (natural variability); "
@@ -158,10 +160,10 @@ def write_md(rows: list[dict]) -> None:
                       f"{f['mean']:.1f}", f"{e['mean'] / f['mean']:.2f}", f"{m['shuffled']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Commands, devices and dates of every row are in quality.json.", ""]
-    (RESULTS / "quality.md").write_text("\n".join(lines))
+    (results / "quality.md").write_text("\n".join(lines))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default="spheres,polycrystal,carbonate")
     p.add_argument("--models", default="{case}", help="model per case: a shipped name or a path; {case} is replaced")
@@ -177,27 +179,32 @@ def main() -> None:
     p.add_argument("--carbonate", default=str(rp.CARBONATE))
     p.add_argument("--redo", action="store_true")
     p.add_argument("--note", default="", help="what else ran on the machine (kept in each row)")
-    a = p.parse_args()
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder of quality.json / quality.md")
+    a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    path = RESULTS / "quality.json"
+    a.results.mkdir(parents=True, exist_ok=True)
+    path = a.results / "quality.json"
     doc = json.loads(path.read_text()) if path.is_file() else {"rows": []}
     rows = doc["rows"]
     for case in [c for c in a.cases.split(",") if c]:
         for spec in [s for s in a.settings.split(",") if s]:
             model = a.models.format(case=case)
-            probe = {"case": case, "model": model, "setting": spec, "mode": "2d-model" if a.two_d else
+            sha = hashlib.sha256(resolve(model).read_bytes()).hexdigest()[:16]
+            probe = {"case": case, "model_sha256": sha, "setting": spec, "mode": "2d-model" if a.two_d else
                      rp.CASES[case]["mode"], "size": a.size, "count": a.count, "seed": a.seed}
             if any(key(r) == key(probe) for r in rows) and not a.redo:
                 print(f"skip {key(probe)} (in quality.json; --redo to rerun)")
                 continue
             row = run_row(case, model, spec, a)
             row.update(command="PYTHONPATH=. python " + shlex.join(["benchmarks/quality_report.py", *sys.argv[1:]]),
-                       date=datetime.date.today().isoformat(), device=rp.cpu_name(), note=a.note,
+                       date=datetime.date.today().isoformat(), note=a.note,
+                       device=device_name(torch.device(a.device)) if a.device != "cpu" else rp.cpu_name(),
                        provenance=provenance())
             rows[:] = [r for r in rows if key(r) != key(row)] + [row]
             write_json(path, doc)
-            write_md(rows)
+            write_md(rows, a.results)
             s2, lp = row["metrics"]["two_point"], row["metrics"]["lineal_path"]
             print(f"{case} {spec}: phi {row['phi_generated']['mean']:.3f} ({row['phi_reference']:.3f}), "
                   f"S2 {s2['error_per_volume']['mean']:.1f} (floor {s2['floor_volume']['mean']:.1f}, shuffled "

@@ -20,8 +20,9 @@ Conventions (shared by every function here and by the evaluation report):
 * ``error_rate`` (eq. 24): 100 * sum_r |f_gen(r) - f_ref(r)| / sum_r f_ref(r) over r = 0..r_max,
   applied to the ``average`` curves; a per-axis (or per-plane) error compares the matching parts.
 
-Axis names: the array axes of (D, H, W) are ("z", "y", "x"), those of (H, W) are ("y", "x"). The
-orthogonal planes of a volume are "yz" (slices at fixed x), "xz" (fixed y) and "xy" (fixed z).
+Axis names: the array axes of (D, H, W) are ("z", "y", "x"), those of (H, W) are ("y", "x"). Plane names
+follow the sampler (``micro3diff.sampler``, ``m3d sample --models``): "yz" = slices at fixed D (the first
+axis), "xz" = slices at fixed H, "xy" = slices at fixed W.
 """
 from __future__ import annotations
 
@@ -101,6 +102,8 @@ def binarize(x: ArrayLike, *, phase: int | None = None, threshold: Threshold = N
         raise UserError(f"input is not binary (values in [{_value_range(x)}]); pass a threshold (a number or 'otsu')")
     if phase is None:
         lo, hi = torch.aminmax(x)
+        if x.dtype == torch.uint8 and hi == 255 and bool(((x == 0) | (x == 255)).all()):
+            return (x > 0).to(torch.uint8)  # 0/255 binary images, as training reads them (data.binary_labels)
         if lo < 0 or hi > 1:
             raise UserError(
                 f"input is not binary {{0, 1}} (values in [{_value_range(x)}]); "
@@ -297,8 +300,8 @@ def isotropy(corr: Correlation) -> dict[str, torch.Tensor]:
 
 
 def orthogonal_planes(volumes: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Slices of volumes (B, D, H, W) in the three planes: yz (B, W, D, H), xz (B, H, D, W), xy (B, D, H, W)."""
-    return {"yz": volumes.permute(0, 3, 1, 2), "xz": volumes.permute(0, 2, 1, 3), "xy": volumes}
+    """Slices of volumes (B, D, H, W) in the sampler's planes: yz (B, D, H, W), xz (B, H, D, W), xy (B, W, D, H)."""
+    return {"yz": volumes, "xz": volumes.permute(0, 2, 1, 3), "xy": volumes.permute(0, 3, 1, 2)}
 
 
 def plane_correlation(volumes: torch.Tensor, metric: str, r_max: int, *, periodic: bool = False) -> Correlation:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from micro3diff import _ext, metrics, ops, reference
+from micro3diff import _ext, metrics, ops, reference, sampler
 from micro3diff.errors import UserError
 
 compiled = pytest.mark.skipif(not _ext.has_kernel("lineal_path", "cpu"), reason="compiled lineal_path not built")
@@ -212,14 +212,30 @@ def test_shuffled_baseline_and_floor():
 
 def test_planes_and_isotropy():
     image = (torch.rand(16, 16) < 0.5).to(torch.uint8)
-    stack = image.expand(16, 16, 16)[None]  # every xy slice is the same image: columns along z
+    stack = image.expand(16, 16, 16)[None]  # every slice at fixed D (yz) is the same image: columns along D
     planes = metrics.plane_correlation(stack, "two_point", 6)
     assert planes.names == ("yz", "xz", "xy") and planes.parts.shape == (1, 3, 7)
-    torch.testing.assert_close(planes.parts[0, 2], metrics.two_point(image, 6).average)
+    torch.testing.assert_close(planes.parts[0, 0], metrics.two_point(image, 6).average)
     aniso = metrics.isotropy(metrics.lineal_path(stack[0], 6))
     assert set(aniso) == {"z", "y", "x"} and aniso["z"] > 50 > aniso["x"]
     iso = metrics.isotropy(metrics.lineal_path(overlapping_spheres(32, 3, 0.6, seed=2), 6))
     assert max(iso.values()) < 5
+
+
+def test_plane_names_match_the_sampler():
+    from micro3diff.planes import plane_stack
+
+    volume = torch.randint(0, 2, (3, 4, 5), dtype=torch.uint8)
+    planes = metrics.orthogonal_planes(volume[None])
+    assert tuple(planes) == sampler.PLANES
+    for name, slices in planes.items():  # the same slices as the sampler's plane model sees, up to a transpose
+        seen = torch.as_tensor(plane_stack(volume.numpy(), name))
+        assert torch.equal(slices[0], seen) or torch.equal(slices[0], seen.transpose(1, 2)), name
+
+
+def test_binarize_reads_0_255_images():
+    image = torch.tensor([[0, 255], [255, 0]], dtype=torch.uint8)
+    assert torch.equal(metrics.binarize(image), image // 255)
 
 
 # --- inputs --------------------------------------------------------------------------------------

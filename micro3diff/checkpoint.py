@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,9 +107,66 @@ def read_config(path: Path) -> dict:
         cfg = json.loads(meta["micro3diff"])
     except Exception as exc:  # corrupt/truncated/foreign files raise many types
         raise UserError(f"{path} is not a readable micro3diff checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: the checkpoint header must be a JSON object, got {type(cfg).__name__}")
     if cfg.get("format") != FORMAT:
         raise UserError(f"{path}: unsupported checkpoint format {cfg.get('format')!r} (expected {FORMAT})")
+    check_config(cfg, path)
     return cfg
+
+
+# Header schema: section -> {field: (type, lo, hi)}; lists give the type of their items (lo, hi: their length).
+_INT, _NUM = (int,), (int, float)
+_SCHEMA: dict[str, dict[str, tuple]] = {
+    "unet": {"channels": (_INT, 1, 64), "dim": (_INT, 1, 4096), "dim_mults": ([_INT, 1, 64], 1, 8),
+             "attention": ([(bool,), None, None], 1, 8), "num_resnet_blocks": (_INT, 1, 16), "heads": (_INT, 1, 256),
+             "head_dim": (_INT, 1, 4096), "groups": (_INT, 1, 4096)},
+    "schedule": {"kind": ((str,), None, None), "T": (_INT, 2, 100000), "beta_start": (_NUM, 0, 1),
+                 "beta_end": (_NUM, 0, 1), "prediction": ((str,), None, None)},
+    "data": {"image_size": (_INT, 1, 65536), "channels": (_INT, 1, 64), "phases": (_INT, 2, 64),
+             "x_mean": ([_NUM, -1, 1], 1, 64), "x_var": ([_NUM, 0, 1], 1, 64)},
+}
+
+
+def _check_value(where: str, value, kind, lo, hi) -> None:
+    if isinstance(kind, list):
+        if not isinstance(value, list) or not lo <= len(value) <= hi:
+            raise UserError(f"{where} must be a list of {lo} to {hi} entries, got {json.dumps(value)[:60]}")
+        for i, item in enumerate(value):
+            _check_value(f"{where}[{i}]", item, *kind)
+        return
+    if bool in kind:
+        ok = isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+    if ok and kind is _NUM:
+        ok = math.isfinite(value)
+    if ok and lo is not None:
+        ok = lo <= value <= hi
+    if not ok:
+        want = {_INT: "an integer", _NUM: "a finite number", (bool,): "true or false"}.get(kind, "a string")
+        bounds = f" in [{lo}, {hi}]" if lo is not None and kind != (bool,) else ""
+        raise UserError(f"{where} must be {want}{bounds}, got {json.dumps(value)[:60]}")
+
+
+def check_config(cfg: dict, path: Path) -> None:
+    """UserError unless the header's sections and fields have the right types, ranges and finiteness."""
+    for section in ("unet", "schedule", "data", "training"):
+        if not isinstance(cfg.get(section, {}), dict):
+            raise UserError(f"{path}: header field {section!r} must be a JSON object, got "
+                            f"{json.dumps(cfg[section])[:60]}")
+    for section in ("unet", "schedule"):
+        if section not in cfg:
+            raise UserError(f"{path}: the header has no {section!r} config")
+    for section, fields in _SCHEMA.items():
+        for name, rule in fields.items():
+            if name in cfg.get(section, {}):
+                _check_value(f"{path}: {section}.{name}", cfg[section][name], *rule)
+    unet, data = cfg["unet"], cfg.get("data", {})
+    for moment in ("x_mean", "x_var"):
+        if moment in data and len(data[moment]) != unet.get("channels", 1):
+            raise UserError(f"{path}: data.{moment} has {len(data[moment])} entries for "
+                            f"{unet.get('channels', 1)} channels")
 
 
 def load_checkpoint(name_or_path: str | os.PathLike, device: torch.device | str = "cpu") -> Checkpoint:
@@ -120,11 +178,30 @@ def load_checkpoint(name_or_path: str | os.PathLike, device: torch.device | str 
     try:
         unet = UNetConfig.from_dict(cfg["unet"])
         schedule = ScheduleConfig(**cfg["schedule"])
-        model = UNet(unet)
-        model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
-    except UserError:
-        raise
-    except Exception as exc:
-        raise UserError(f"{path}: weights do not match the stored config ({type(exc).__name__}: {exc})") from None
+    except TypeError as exc:
+        raise UserError(f"{path}: bad config in the header ({exc})") from None
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # corrupt/truncated files raise many types
+        raise UserError(f"{path}: unreadable weights ({type(exc).__name__}: {exc})") from None
+    _check_weights(path, unet, tensors)
+    model = UNet(unet)
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Checkpoint(model.to(device).eval(), unet, schedule, cfg.get("data", {}), cfg.get("training", {}), path, digest)
+
+
+def _check_weights(path: Path, unet: UNetConfig, tensors: dict[str, torch.Tensor]) -> None:
+    """UserError naming the first tensor that is missing, extra, misshapen or non-finite (before building the model)."""
+    with torch.device("meta"):
+        expected = UNet(unet).state_dict()
+    for name in sorted(expected.keys() | tensors.keys()):
+        if name not in tensors:
+            raise UserError(f"{path}: weights do not match the stored config: tensor {name!r} is missing")
+        if name not in expected:
+            raise UserError(f"{path}: weights do not match the stored config: unexpected tensor {name!r}")
+        if tensors[name].shape != expected[name].shape:
+            raise UserError(f"{path}: weights do not match the stored config: {name!r} has shape "
+                            f"{tuple(tensors[name].shape)}, the config needs {tuple(expected[name].shape)}")
+        if tensors[name].is_floating_point() and not torch.isfinite(tensors[name]).all():
+            raise UserError(f"{path}: tensor {name!r} holds NaN or infinite weights")

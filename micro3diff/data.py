@@ -253,8 +253,10 @@ def load_training_images(config: DataConfig) -> TrainingImages:
         arr = read_array(f)
         if arr.ndim not in (2, 3):
             raise UserError(f"{f}: expected a 2D image or a 3D volume/stack, got shape {arr.shape}")
-        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise UserError(f"{f}: unsupported data type {arr.dtype}")
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
+            raise UserError(f"{f}: unsupported data type {arr.dtype} (use real-valued images)")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise UserError(f"{f} contains NaN or infinite values")
         arrays.append(arr)
         names.append(str(f))
     info: dict = {}
@@ -265,6 +267,8 @@ def load_training_images(config: DataConfig) -> TrainingImages:
             info["otsu_thresholds"] = list(used)
     else:
         labels, info["phase_values"] = multiphase_labels(arrays, names, config.phases)
+    if all(lab.min() == lab.max() == labels[0].min() for lab in labels):
+        raise UserError(f"every training image is phase {labels[0].min()} only: there is nothing to learn")
     axes = (0, 1, 2) if config.axis == "all" else (int(config.axis),)
     stacks, stack_names = [], []
     for lab, name in zip(labels, names):

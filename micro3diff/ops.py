@@ -12,6 +12,7 @@ import warnings
 import torch
 
 from . import _ext, reference
+from .errors import UserError
 
 _warned: set[tuple[str, str]] = set()
 
@@ -19,7 +20,7 @@ _warned: set[tuple[str, str]] = set()
 def _mode() -> str:
     mode = os.environ.get("M3D_OPS", "auto")
     if mode not in ("auto", "compiled", "reference"):
-        raise ValueError(f"M3D_OPS must be auto, compiled or reference, got {mode!r}")
+        raise UserError(f"M3D_OPS must be auto, compiled or reference, got {mode!r}")
     return mode
 
 

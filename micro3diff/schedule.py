@@ -56,8 +56,8 @@ class ScheduleConfig:
         if self.kind == "linear_zsnr" and self.prediction != "v":
             raise UserError("a zero-terminal-SNR schedule (linear_zsnr) needs prediction v: eps is not "
                             "identifiable at alphabar_T = 0")
-        if self.T < 2:
-            raise UserError(f"schedule T must be >= 2, got {self.T}")
+        if not 2 <= self.T <= 100000:
+            raise UserError(f"schedule T must be in 2..100000, got {self.T}")
         if self.kind != "cosine" and not (0 < self.beta_start <= self.beta_end < 1):
             raise UserError(f"need 0 < beta_start <= beta_end < 1, got {self.beta_start} and {self.beta_end}")
 

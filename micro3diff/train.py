@@ -25,6 +25,7 @@ import copy
 import csv
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -55,7 +56,8 @@ class TrainConfig:
     min(ema, (1 + s) / (10 + s)) at step s. save_every: checkpoint period in steps (and at the end); keep:
     checkpoints kept. sample_every: 2D sample grid period (0: never). bf16: autocast on CUDA only.
     channels_last: weights and batches in NHWC memory format (faster convolutions, same loss up to rounding).
-    plane: recorded in the checkpoint for per-plane (anisotropic) models.
+    plane: recorded in the checkpoint for per-plane (anisotropic) models. threads: CPU threads for torch (None:
+    torch's choice), stored so that a resumed run computes exactly as the first.
     """
 
     data: DataConfig
@@ -79,6 +81,7 @@ class TrainConfig:
     plane: str | None = None
     preset: str | None = None
     channels_last: bool = True
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.unet.channels != self.data.channels:
@@ -86,9 +89,11 @@ class TrainConfig:
         if self.data.image_size % self.unet.divisor:
             raise UserError(f"image size {self.data.image_size} must be a multiple of {self.unet.divisor} "
                             f"for this U-Net ({len(self.unet.dim_mults)} levels)")
-        if min(self.steps, self.batch, self.save_every, self.keep, self.log_every) < 1:
-            raise UserError("steps, batch, save_every, keep and log_every must be >= 1")
-        if not (0.0 <= self.ema < 1.0) or self.lr <= 0 or self.warmup < 0:
+        if min(self.steps, self.batch, self.save_every, self.keep, self.log_every) < 1 or self.sample_every < 0:
+            raise UserError("steps, batch, save_every, keep and log_every must be >= 1, sample_every >= 0")
+        if (self.threads is not None and self.threads < 1) or self.seed < 0:
+            raise UserError(f"need threads >= 1 and seed >= 0, got threads={self.threads}, seed={self.seed}")
+        if not (0.0 <= self.ema < 1.0) or not 0 < self.lr < math.inf or self.warmup < 0:
             raise UserError(f"need 0 <= ema < 1, lr > 0, warmup >= 0 (got ema={self.ema}, lr={self.lr}, "
                             f"warmup={self.warmup})")
         if self.plane not in (None, "yz", "xz", "xy"):
@@ -246,7 +251,7 @@ class RunDir:
         try:
             info = json.loads(self.latest.read_text())
             return int(info["step"]), self.root / info["state"]
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UserError(f"{self.latest} is unreadable ({exc}); cannot resume") from None
 
     def stored_config(self) -> TrainConfig:

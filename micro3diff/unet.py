@@ -36,14 +36,25 @@ class UNetConfig:
         object.__setattr__(self, "attention", tuple(bool(a) for a in self.attention))
         if len(self.attention) != len(self.dim_mults):
             raise UserError(f"attention has {len(self.attention)} entries but dim_mults has {len(self.dim_mults)}")
-        if self.dim % self.groups or self.channels < 1 or self.num_resnet_blocks < 1:
-            raise UserError(f"invalid U-Net config: dim={self.dim} must be a multiple of groups={self.groups}, "
-                            f"channels >= 1, num_resnet_blocks >= 1")
+        sizes = (self.dim, self.groups, self.heads, self.head_dim, self.channels, self.num_resnet_blocks)
+        if min(sizes) < 1 or self.dim % self.groups:
+            raise UserError(f"invalid U-Net config: dim={self.dim} must be a multiple of groups={self.groups}; "
+                            f"dim, groups, heads, head_dim, channels and num_resnet_blocks must be >= 1")
 
     @property
     def divisor(self) -> int:
         """Image sides must be multiples of this."""
         return 2 ** (len(self.dim_mults) - 1)
+
+    def forward_bytes(self, h: int, w: int) -> int:
+        """Rough peak memory of one h x w image's no-grad forward: skip tensors, working tensors, attention maps."""
+        floats = 0.0
+        for level, (mult, attn) in enumerate(zip(self.dim_mults, self.attention)):
+            pixels = h * w / 4**level
+            floats += (self.num_resnet_blocks + 8) * self.dim * mult * pixels
+            if attn or level == len(self.dim_mults) - 1:  # the middle block attends at the deepest level
+                floats += self.heads * pixels**2
+        return int(4 * floats)
 
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":

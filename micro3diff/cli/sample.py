@@ -1,20 +1,24 @@
 """``m3d sample``: 3D volumes from a trained 2D model by multi-plane harmonized sampling.
 
-Per volume i: ``<stem>_<i>.tif`` (uint8 phases, (D, H, W) ImageJ stack) and/or ``.npy``, or ``.vti`` (VTK),
-``<stem>_<i>_ortho.png`` (central yz | xz | xy slices) and, written last, the sidecar ``<stem>_<i>.json``.
+Per volume i, any of ``<stem>_<i>.tif`` (ImageJ z-stack (D, H, W) with voxel size; two phases as 0/255),
+``.npy`` (uint8 phases) and ``.vti`` (VTK, spacing = voxel size), ``<stem>_<i>_ortho.png`` (central yz | xz | xy
+slices, labelled) and, written last, the sidecar ``<stem>_<i>.json`` (settings, voxel size, TIFF value mapping).
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
 from .. import sampler
+from ..checks import machine_memory, number, require_memory, writable_outputs
 from ..errors import UserError
-from ._common import pick_device, user_errors
+from ._common import pick_device, user_errors, voxel_size_option
+
+FORMATS = ("tif", "vti", "npy")
 
 
 def _rank_world() -> tuple[int, int]:
@@ -43,33 +47,43 @@ def _plane_names(model: str | None, specs: tuple[str, ...]) -> dict[str, str]:
     return {p: planes.get(p, model) for p in sampler.PLANES}
 
 
-def _orthoslices(phases: np.ndarray, n_phases: int) -> np.ndarray:
-    """(D, H, W) labels -> gray image of the central yz | xz | xy slices side by side, 2-pixel gaps."""
-    D, H, W = phases.shape
-    slices = [phases[D // 2], phases[:, H // 2, :], phases[:, :, W // 2]]  # (H, W), (D, W), (D, H)
-    rows = max(s.shape[0] for s in slices)
-    gap = np.full((rows, 2), 128, np.uint8)
-    tiles = []
-    for s in slices:
-        tile = np.full((rows, s.shape[1]), 128, np.uint8)
-        tile[: s.shape[0]] = (s.astype(np.uint16) * 255 // max(n_phases - 1, 1)).astype(np.uint8)
-        tiles += [tile, gap]
-    return np.concatenate(tiles[:-1], axis=1)
+def _formats(spec: str) -> list[str]:
+    """--format: a comma-separated set of tif, vti, npy ("both" = tif,npy) -> file suffixes in FORMATS order."""
+    names = {n for part in spec.split(",") if part for n in (("tif", "npy") if part == "both" else (part,))}
+    if not names or names - set(FORMATS):
+        raise UserError(f"--format takes a comma-separated set of {', '.join(FORMATS)} (or both), got {spec!r}")
+    return [f".{n}" for n in FORMATS if n in names]
 
 
-def _volume_fraction(spec: str, ckpt) -> list[float] | None:
-    """--volume-fraction: None (off), the checkpoint's training fractions (data, auto) or the given numbers."""
-    if spec == "off" or (spec == "auto" and ckpt.phase_fractions is None):
-        return None
-    if spec in ("data", "auto"):
-        fractions = ckpt.phase_fractions
-        if fractions is None:
-            raise UserError(f"{ckpt.path} records no training phase fractions; give --volume-fraction numbers or off")
-        return fractions
+def _volume_fraction(spec: str) -> str | list[float]:
+    """--volume-fraction: data / auto / off as they are, else comma-separated numbers."""
+    if spec in ("data", "auto", "off"):
+        return spec
     try:
         return [float(v) for v in spec.split(",")]
     except ValueError:
         raise UserError(f"--volume-fraction must be data, off or comma-separated numbers, got {spec!r}") from None
+
+
+def _check_memory(shape: tuple[int, int, int], unets: list, max_batch: int | None, device) -> None:
+    """UserError before sampling if the volume and one network forward of ``max_batch`` slices cannot fit."""
+    D, H, W = shape
+    volume = 6 * 4 * max(u.channels for u in unets) * D * H * W  # x, noise, eps, a rotated copy, result, labels
+    per_slice = max(u.forward_bytes(h, w) for u in unets for h, w in ((H, W), (W, D), (D, H)))
+    slices = min(max_batch or max(shape), max(shape))
+    fit = (machine_memory(device) - volume) // per_slice
+    hint = f"--max-batch {fit} would fit" if 1 <= fit < slices else "use a smaller --size or --shape"
+    require_memory(volume + slices * per_slice, f"sampling a {D}x{H}x{W} volume", device, hint)
+
+
+def _changed(sidecar: Path, recipe: dict) -> str | None:
+    """The first setting in which an existing volume's sidecar differs from ``recipe`` (None: none)."""
+    try:
+        old = json.loads(sidecar.read_text())
+        old["models"] = {p: m["sha256"] for p, m in old["models"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "its sidecar is unreadable"
+    return next((f"{k} was {old.get(k)}, now {v}" for k, v in recipe.items() if old.get(k) != v), None)
 
 
 @click.command()
@@ -78,7 +92,8 @@ def _volume_fraction(spec: str, ckpt) -> list[float] | None:
               help="Per-plane model (yz, xz, xy) for anisotropic materials; repeat or comma-separate. "
                    "Planes not given use MODEL.")
 @click.option("--size", type=int, help="Cubic volume side (default: the model's training image size, else 64).")
-@click.option("--shape", type=int, nargs=3, metavar="D H W", help="Non-cubic volume (x, y, z sides).")
+@click.option("--shape", type=int, nargs=3, metavar="D H W",
+              help="Non-cubic volume (sides along D, H, W; yz slices are at fixed D).")
 @click.option("--count", type=int, default=1, show_default=True, help="Number of volumes.")
 @click.option("--preset", type=click.Choice(list(sampler.PRESETS)), default="fast", show_default=True,
               help="Steps / harmonization settings; --steps, --harmonize, --method, --eta override it.")
@@ -101,8 +116,10 @@ def _volume_fraction(spec: str, ckpt) -> list[float] | None:
                    "data's, from the checkpoint), 'off', numbers (one for two phases, K summing to 1 for K), or "
                    "'auto' (data when the checkpoint records them, else off).")
 @click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
-@click.option("--format", "fmt", type=click.Choice(["tif", "npy", "vti", "both"]), default="tif", show_default=True,
-              help="vti: VTK image data (opens in ParaView); both: tif and npy.")
+@click.option("--format", "fmt", default="tif", show_default=True, metavar="tif,vti,npy",
+              help="Any comma-separated set: tif (ImageJ stack, Fiji), vti (VTK image data, ParaView), npy; "
+                   "both = tif,npy.")
+@voxel_size_option(" (default: the checkpoint's, if its training data recorded one)")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("samples"), show_default=True)
 @click.option("--stem", help="File name stem (default: the checkpoint's name).")
 @click.option("--overwrite", is_flag=True, help="Redo volumes whose files already exist (default: skip them).")
@@ -111,7 +128,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
            count: int, preset: str, steps: int | None, n_harmonize: int | None, method: str | None,
            eta: float | None, seed: int, device: str | None, max_batch: int | None, prior_mode: str,
            periodic: bool, fast: bool, vf_spec: str, threads: int | None, fmt: str,
-           out_dir: Path, stem: str | None, overwrite: bool) -> None:
+           voxel_size: tuple[float, float, float] | None, unit: str | None, out_dir: Path, stem: str | None, overwrite: bool) -> None:
     """Generate COUNT volumes from MODEL (a checkpoint file or a shipped model name).
 
     Under `torchrun --nproc_per_node N m3d sample ...` rank r of N makes volumes r, r + N, ...; volume i
@@ -121,8 +138,9 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     import torch
     from tqdm import tqdm
 
-    from ..checkpoint import load_checkpoint
-    from ..io import provenance, write_array, write_json
+    from ..api import plane_checkpoints, resolve_volume_fraction
+    from ..io import provenance, voxel_size3, write_json, write_phases
+    from ..ortho import write_orthoslices
     from ..schedule import NoiseSchedule
 
     rank, world = _rank_world()
@@ -134,17 +152,23 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
         raise UserError(f"--count must be >= 1, got {count}")
     if size is not None and shape:
         raise UserError("give --size or --shape, not both")
+    for name, value in (("--size", size), *(("--shape", side) for side in shape)):
+        number(name, value, lo=1)
+    number("--eta", eta, lo=0)
+    if stem is not None and (Path(stem).name != stem or stem in ("", ".", "..")):
+        raise UserError(f"--stem must be a plain file name without a folder, got {stem!r}")
     settings = sampler.sampler_settings(preset, steps=steps, n_harmonize=n_harmonize, method=method, eta=eta)
     names = _plane_names(model, plane_specs)
     if device is None and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     dev = pick_device(device)
-    ckpts = {name: load_checkpoint(name, dev) for name in dict.fromkeys(names.values())}
-    plane_ckpts = {p: ckpts[n] for p, n in names.items()}
+    plane_ckpts = plane_checkpoints(names, dev)
     first = plane_ckpts["yz"]
-    if any(c.schedule != first.schedule for c in ckpts.values()):
-        raise UserError("per-plane models were trained with different noise schedules")
-    shape = tuple(shape) if shape else (size or int(first.data.get("image_size", 64)),) * 3
+    if voxel_size is None:
+        voxel_size = voxel_size3(first.data.get("voxel_size"))
+    unit = unit or first.data.get("unit", "um")
+    shape = tuple(shape) if shape else (size if size is not None else int(first.data.get("image_size", 64)),) * 3
+    _check_memory(shape, [c.unet for c in plane_ckpts.values()], max_batch, dev)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -153,33 +177,42 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
         raise UserError(f"output folder {out_dir} is not writable")
     stem = stem or Path(first.path).stem
     schedule = NoiseSchedule(first.schedule)
-    suffixes = {"tif": [".tif"], "npy": [".npy"], "vti": [".vti"], "both": [".tif", ".npy"]}[fmt]
+    suffixes = _formats(fmt)
     models = {p: c.model for p, c in plane_ckpts.items()}
     options = sampler.SamplerOptions.fast(dev) if fast else None
     prior = first.prior if prior_mode == "data" else None
-    volume_fraction = _volume_fraction(vf_spec, first)
+    volume_fraction = resolve_volume_fraction(_volume_fraction(vf_spec), first)
 
     for i in range(rank, count, world):
         base = out_dir / f"{stem}_{i}"
         arrays = [base.with_name(base.name + s) for s in suffixes]
         ortho, sidecar = base.with_name(base.name + "_ortho.png"), base.with_name(base.name + ".json")
+        recipe = {"seed": seed + i, "shape": list(shape), "periodic": periodic,
+                  "prior": prior_mode if prior else "standard",
+                  "volume_fraction": list(volume_fraction) if volume_fraction else None,
+                  **{f: getattr(settings, f) for f in ("steps", "n_harmonize", "method", "eta")},
+                  "models": {p: c.sha256 for p, c in plane_ckpts.items()}}
         if not overwrite and all(p.exists() for p in [*arrays, ortho, sidecar]):
+            changed = _changed(sidecar, recipe)
+            if changed:
+                raise UserError(f"{sidecar} was made with other settings ({changed}); use --overwrite to redo it "
+                                f"or another -o")
             click.echo(f"skip {sidecar.name} (exists; --overwrite to redo)")
             continue
+        writable_outputs([*arrays, ortho, sidecar])
         with tqdm(total=settings.steps, desc=f"volume {i}", unit="step", disable=None, leave=False) as bar:
             res = sampler.sample_volume(models, schedule, shape, 1, preset=settings, seed=seed + i, device=dev,
                                         max_batch=max_batch, periodic=periodic, options=options, prior=prior,
                                         volume_fraction=volume_fraction, callback=lambda rec: bar.update())
-        phases = res.phases[0].cpu().numpy()
-        for path in arrays:
-            write_array(path, phases)
-        write_array(ortho, _orthoslices(phases, max(2, res.volume.shape[1])))
+        if not torch.isfinite(res.volume).all():
+            raise UserError(f"volume {i} came out with NaN or infinite values; nothing written for it")
+        phases, n_phases = res.phases[0].cpu().numpy(), max(2, res.volume.shape[1])
+        values = {p.name: write_phases(p, phases, n_phases, voxel_size=voxel_size, unit=unit) for p in arrays}
+        write_orthoslices(ortho, phases, n_phases, voxel_size=voxel_size, unit=unit)
         write_json(sidecar, {
-            "volume": i, "seed": seed + i, "base_seed": seed, "count": count, "shape": list(shape),
-            "channels": res.volume.shape[1], "periodic": periodic, "prior": prior_mode if prior else "standard",
-            "volume_fraction": list(volume_fraction) if volume_fraction else None, "threads": torch.get_num_threads(),
-            "preset": preset, **{f: getattr(settings, f) for f in ("steps", "n_harmonize", "method", "eta")},
-            "nfe": res.nfe, "seconds": res.seconds, "seconds_network": res.seconds_network,
+            **recipe, "volume": i, "base_seed": seed, "count": count, "channels": res.volume.shape[1],
+            "voxel_size": voxel_size and list(voxel_size), "unit": unit if voxel_size else None, "values": values,
+            "threads": torch.get_num_threads(), "preset": preset, "nfe": res.nfe, "seconds": res.seconds, "seconds_network": res.seconds_network,
             "models": {p: c.describe() for p, c in plane_ckpts.items()}, "schedule": schedule.to_dict(),
             "device": str(dev), "max_batch": max_batch, "rank": rank, "world_size": world,
             "fast": options.to_dict() if options else None,

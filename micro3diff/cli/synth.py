@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from pathlib import Path
 
 import click
 
 from ._common import user_errors
+
+BYTES_PER_VOXEL = 16  # the leanest generator's working memory (most need more)
 
 # kind -> (generator name in micro3diff.synth, {CLI option: generator parameter}, options that take a list)
 _SIZES = {"diameter": "diameter_mean", "diameter_sd": "diameter_sd", "volume_fraction": "volume_fraction"}
@@ -35,9 +38,12 @@ def _numbers(option: str, text: str, integer: bool = False) -> tuple:
 
     parts = text.replace("x", ",").replace(" ", ",").split(",")
     try:
-        return tuple((int if integer else float)(p) for p in parts if p)
+        numbers = tuple((int if integer else float)(p) for p in parts if p)
     except ValueError:
-        raise UserError(f"--{option.replace('_', '-')}: expected comma-separated numbers, got {text!r}") from None
+        numbers = ()
+    if not numbers or not all(map(math.isfinite, numbers)):
+        raise UserError(f"--{option.replace('_', '-')}: expected comma-separated finite numbers, got {text!r}")
+    return numbers
 
 
 @click.command()
@@ -71,6 +77,7 @@ def synth(
     import numpy as np
 
     from .. import synth as api
+    from ..checks import number, require_memory
     from ..errors import UserError
     from ..io import ARRAY_SUFFIXES, provenance, write_array, write_json
 
@@ -84,6 +91,8 @@ def synth(
             continue
         if option not in allowed:
             raise UserError(f"--{option.replace('_', '-')} does not apply to {kind}")
+        if isinstance(value, float):
+            number(f"--{option}", value)
         if isinstance(value, str):
             value = _numbers(option, value)
             if option not in lists:
@@ -99,6 +108,11 @@ def synth(
         kwargs["shape"] = _numbers("shape", shape, integer=True)
     if count is not None:
         kwargs.setdefault("shape", (64, 64))
+    for option, value in (("--size", size), ("--count", count), *(("--shape", v) for v in kwargs.get("shape", ()))):
+        number(option, value, lo=1)
+    number("--seed", seed, lo=0)
+    voxels = math.prod(kwargs.get("shape", ())) * (count or 1)  # the kinds' default shapes are small
+    require_memory(BYTES_PER_VOXEL * voxels, f"{voxels:,} voxels", hint="use a smaller --size, --shape or --count")
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**32)
     generate = getattr(api, name)

@@ -90,13 +90,9 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
     from .. import train as T
     from ..data import DataConfig
 
-    if threads is not None:
-        if threads < 1:
-            raise UserError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
     data = tuple(str(Path(p).absolute()) for p in data)
     changes = {"steps": steps, "save_every": save_every, "keep": keep, "log_every": log_every,
-               "sample_every": sample_every}
+               "sample_every": sample_every, "threads": threads}
     if resume:
         run = T.RunDir(out)
         run.check(resume=True)
@@ -117,6 +113,8 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
         config = T.make_config(data_cfg, preset, model_dim=model_dim, dim_mults=_dim_mults(dim_mults), batch=batch,
                                schedule=SCHEDULE_CHOICES[schedule], channels_last=fast,
                                lr=lr, warmup=warmup, ema=ema, plane=plane, seed=seed, **changes)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     path = T.train(config, out, resume=resume, device=pick_device(device), progress=progress)
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"wrote {path}", err=True)
@@ -141,24 +139,33 @@ def sample2d(checkpoint: str, n: int, size: int | None, steps: int | None, metho
     import time
     from pathlib import Path
 
+    import torch
+
     from ..checkpoint import load_checkpoint
+    from ..checks import number, require_memory, writable_outputs
     from ..io import provenance, write_array, write_json
     from ..sample2d import image_grid, sample_images, to_labels
     from ..schedule import NoiseSchedule
 
-    if n < 1:
-        raise UserError(f"-n must be >= 1, got {n}")
+    number("-n", n, lo=1)
+    number("--size", size, lo=1)
+    number("--seed", seed, lo=0)
     if Path(out).suffix.lower() not in (".png", ".npy", ".tif", ".tiff"):
         raise UserError(f"-o must end in .png, .npy, .tif or .tiff, got {out}")
+    writable_outputs([Path(out), Path(f"{out}.json")])
     dev = pick_device(device)
     ckpt = load_checkpoint(checkpoint, dev)
-    size = size or int(ckpt.data.get("image_size", 64))
+    size = size if size is not None else int(ckpt.data.get("image_size", 64))
     if size % ckpt.unet.divisor:
         raise UserError(f"--size {size} must be a multiple of {ckpt.unet.divisor} for this model")
+    require_memory(n * (ckpt.unet.forward_bytes(size, size) + 16 * ckpt.unet.channels * size * size),
+                   f"{n} images of {size}x{size}", dev, "use a smaller -n or --size")
     t0 = time.perf_counter()
     images = sample_images(ckpt.model, NoiseSchedule(ckpt.schedule), n, size, steps, seed, dev, method=method,
                            prior=ckpt.prior if prior_mode == "data" else None)
     seconds = time.perf_counter() - t0
+    if not torch.isfinite(images).all():
+        raise UserError("the images came out with NaN or infinite values; nothing written")
     write_array(out, image_grid(images) if Path(out).suffix.lower() == ".png" else to_labels(images))
     write_json(f"{out}.json", {"model": ckpt.describe(), "n": n, "size": size, "steps": steps, "method": method,
                                "seed": seed, "prior": prior_mode, "seconds": seconds, "provenance": provenance()})

@@ -90,7 +90,7 @@ def binarize(x: ArrayLike, *, phase: int | None = None, threshold: Threshold = N
     x = _as_tensor(x)
     if threshold is not None:
         if phase not in (None, 0, 1):
-            raise UserError(f"a thresholded input has phases 0 and 1, got phase={phase}")
+            raise UserError(f"a thresholded input has phases 0 and 1, got phase {phase} (m3d: --phase)")
         t = otsu_threshold(x) if threshold == "otsu" else float(threshold)
         values = x.double()
         if not bool(torch.isfinite(values).all()):
@@ -107,7 +107,7 @@ def binarize(x: ArrayLike, *, phase: int | None = None, threshold: Threshold = N
         if lo < 0 or hi > 1:
             raise UserError(
                 f"input is not binary {{0, 1}} (values in [{_value_range(x)}]); "
-                "pass phase=K for a label image or a threshold (a number or 'otsu')"
+                "pass phase=K (m3d: --phase K) for a label image or a threshold (a number or 'otsu')"
             )
         if x.dtype == torch.uint8:
             return x

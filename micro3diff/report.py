@@ -114,7 +114,11 @@ def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarr
     r_max = metrics.resolve_r_max(tuple(shape) + tuple(ref.shape), r_max, periodic)
     notes = []
     floor_possible = all(s <= n for s, n in zip(sample_size, ref.shape)) and tuple(sample_size) != tuple(ref.shape)
-    if not floor_possible:
+    if any(s > n for s, n in zip(sample_size, ref.shape)):
+        notes.append(f"the reference {tuple(ref.shape)} is smaller than the generated samples {tuple(sample_size)}: "
+                     f"lags stop at {r_max} and the reference cannot show the variability of a sample-sized "
+                     f"region, so the errors below are not a fair test; use a reference larger than the samples")
+    elif not floor_possible:
         notes.append(f"no natural-variability floor: generated size {tuple(sample_size)} is not smaller than the "
                      f"reference {tuple(ref.shape)}")
     if planes:

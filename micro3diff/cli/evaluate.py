@@ -48,8 +48,11 @@ def evaluate(generated: tuple[Path, ...], reference: Path, mode: str | None, r_m
     from .. import report
     from ..io import read_array
 
+    from ..checks import number
+
     if crops < 1:
         raise UserError(f"--crops must be at least 1, got {crops}")
+    number("--r-max", r_max, lo=1)
     if blocks == 1 or blocks < 0:
         raise UserError(f"--blocks must be 0 (off) or at least 2, got {blocks}")
     ref = read_array(reference)

@@ -2,5 +2,13 @@
 
 Train an ordinary 2D DDPM on 2D images, then run multi-plane harmonized reverse diffusion on the
 whole volume (Lee & Yun). Compiled kernels live in ``micro3diff._C`` (see ``micro3diff.ops``).
+
+NumPy API (``micro3diff.api``): ``list_models()``, ``load_model(name_or_path)``,
+``sample(model, shape, n=...) -> (n, D, H, W) uint8``, ``save(path, volume, voxel_size=...)``,
+``evaluate(volumes, reference) -> EvaluationReport``.
 """
 __version__ = "0.1.0"
+
+from .api import evaluate, list_models, load_model, sample, save  # noqa: E402
+
+__all__ = ["__version__", "evaluate", "list_models", "load_model", "sample", "save"]

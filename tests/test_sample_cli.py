@@ -22,10 +22,10 @@ def test_writes_all_outputs_and_sidecar(ckpt, tmp_path):
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         f"tiny_{i}{s}" for i in (0, 1) for s in (".tif", ".npy", "_ortho.png", ".json"))
-    vol = tifffile.imread(tmp_path / "tiny_0.tif")
-    assert vol.shape == (8, 8, 8) and vol.dtype == np.uint8 and set(np.unique(vol)) <= {0, 1}
-    assert np.array_equal(vol, np.load(tmp_path / "tiny_0.npy"))
-    assert read_array(tmp_path / "tiny_0_ortho.png").shape == (8, 3 * 8 + 4)
+    vol = tifffile.imread(tmp_path / "tiny_0.tif")  # two phases stored as 0/255, read_array maps them back
+    assert vol.shape == (8, 8, 8) and vol.dtype == np.uint8 and set(np.unique(vol)) <= {0, 255}
+    assert np.array_equal(read_array(tmp_path / "tiny_0.tif"), np.load(tmp_path / "tiny_0.npy"))
+    assert read_array(tmp_path / "tiny_0_ortho.png").shape[1] >= 512
     side = json.loads((tmp_path / "tiny_1.json").read_text())
     assert (side["seed"], side["shape"], side["steps"], side["n_harmonize"], side["method"]) == (1, [8, 8, 8], 3, 2, "ddpm")
     assert side["nfe"] == 5 and side["seconds"] > 0 and side["periodic"] is False

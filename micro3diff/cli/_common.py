@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: user errors become one line and exit status 2."""
+"""Shared CLI plumbing: user errors become one line and exit status 2; shared options."""
 from __future__ import annotations
 
 import functools
@@ -44,3 +44,25 @@ def pick_device(name: str | None) -> "torch.device":  # noqa: F821
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda requested but torch sees no CUDA device")
     return device
+
+
+def _voxel_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float, float] | None:
+    from ..io import voxel_size3
+
+    if value is None:
+        return None
+    try:
+        return voxel_size3([float(v) for v in value.replace(",", " ").split()])
+    except (ValueError, UserError):
+        raise click.BadParameter(f"one positive number or three (d,h,w), got {value!r}") from None
+
+
+def voxel_size_option(default_note: str = "") -> Callable:
+    """``--voxel-size S`` or ``D,H,W`` (-> (d, h, w) or None) and ``--unit`` (None when not given)."""
+
+    def decorate(fn: Callable) -> Callable:
+        fn = click.option("--unit", help="Unit of --voxel-size, e.g. um or nm (default: um).")(fn)
+        return click.option("--voxel-size", callback=_voxel_size, metavar="S|D,H,W",
+                            help=f"Voxel size in --unit: one number (cubic voxels) or d,h,w{default_note}.")(fn)
+
+    return decorate

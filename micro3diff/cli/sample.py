@@ -152,7 +152,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
         raise UserError(f"--count must be >= 1, got {count}")
     if size is not None and shape:
         raise UserError("give --size or --shape, not both")
-    for name, value in (("--size", size), *(("--shape", side) for side in shape)):
+    for name, value in (("--size", size), *(("--shape", side) for side in shape or ())):
         number(name, value, lo=1)
     number("--eta", eta, lo=0)
     if stem is not None and (Path(stem).name != stem or stem in ("", ".", "..")):

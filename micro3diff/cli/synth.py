@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ._common import user_errors
+from ._common import user_errors, voxel_size_option
 
 BYTES_PER_VOXEL = 16  # the leanest generator's working memory (most need more)
 
@@ -49,7 +49,7 @@ def _numbers(option: str, text: str, integer: bool = False) -> tuple:
 @click.command()
 @click.argument("kind", type=click.Choice(sorted(KINDS)))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
-              help="Output .npy, .tif/.tiff (or .png for one 2D image).")
+              help="Output .npy, .tif/.tiff (ImageJ stack, two phases as 0/255), .vti (or .png for one 2D image).")
 @click.option("--shape", help="Array shape: D,H,W for a volume or H,W for images (default: the kind's).")
 @click.option("--size", type=int, help="Cube side (or square side with --count) instead of --shape.")
 @click.option("--count", type=int,
@@ -64,9 +64,11 @@ def _numbers(option: str, text: str, integer: bool = False) -> tuple:
 @click.option("--semi-axes", help="ellipsoids: semi-axes along D,H,W (or H,W), e.g. 12,4,4.")
 @click.option("--overlapping/--no-overlapping", default=None, help="ellipsoids: Boolean model or non-overlapping.")
 @click.option("--periodic/--no-periodic", default=None, help="Wrap around the box (default: periodic).")
+@voxel_size_option(" (recorded in the TIFF / .vti and the sidecar)")
 @user_errors
 def synth(
-    kind: str, out: str, shape: str | None, size: int | None, count: int | None, seed: int | None, **options
+    kind: str, out: str, shape: str | None, size: int | None, count: int | None, seed: int | None,
+    voxel_size: tuple[float, float, float] | None, unit: str | None, **options
 ) -> None:
     """Generate a synthetic microstructure of KIND and write it with a JSON sidecar OUT.json.
 
@@ -79,7 +81,7 @@ def synth(
     from .. import synth as api
     from ..checks import number, require_memory
     from ..errors import UserError
-    from ..io import ARRAY_SUFFIXES, provenance, write_array, write_json
+    from ..io import ARRAY_SUFFIXES, provenance, write_json, write_phases
 
     path = Path(out)
     if path.suffix.lower() not in ARRAY_SUFFIXES:
@@ -124,13 +126,17 @@ def synth(
     elapsed = time.perf_counter() - start
     if path.suffix.lower() == ".png" and made.array.ndim != 2:
         raise UserError(f"{path}: .png holds one 2D image; use .npy or .tif for volumes and stacks")
-    write_array(path, made.array)
+    unit = unit or "um"
+    values = write_phases(path, made.array, voxel_size=voxel_size, unit=unit)
     parameters = inspect.signature(generate).bind_partial(**kwargs)
     parameters.apply_defaults()
     write_json(path.with_name(path.name + ".json"), {
         "kind": kind,
         "parameters": {**{k: v for k, v in parameters.arguments.items() if k != "seed"}, "count": count},
         "seed": seed,
+        "voxel_size": voxel_size and list(voxel_size),
+        "unit": unit if voxel_size else None,
+        "values": values,
         "statistics": api.describe(made),
         "seconds": round(elapsed, 3),
         "provenance": provenance(),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .io import ARRAY_SUFFIXES, read_array
+from .io import ARRAY_SUFFIXES, read_array, read_voxel_size
 
 AXES = ("0", "1", "2", "all")
 MAX_LABELS = 16  # integer images with 3..MAX_LABELS distinct values are reported as label images
@@ -260,6 +260,9 @@ def load_training_images(config: DataConfig) -> TrainingImages:
         arrays.append(arr)
         names.append(str(f))
     info: dict = {}
+    sizes = {read_voxel_size(f) for f in files} - {None}
+    if len(sizes) == 1:  # the sources' one physical voxel size (TIFF tags), inherited by sampled volumes
+        info["voxel_size"], info["unit"] = sizes.pop()
     if config.phases == 2:
         labels, used = zip(*(binary_labels(a, n, config.threshold) for a, n in zip(arrays, names)))
         labels = list(labels)

@@ -120,3 +120,12 @@ def test_package_metadata_licence_and_citation():
     citation = (ROOT / "CITATION.cff").read_text()
     assert "cff-version: 1.2.0" in citation and "family-names: Lee" in citation and "family-names: Yun" in citation
     assert "Multi-plane denoising diffusion-based dimensionality expansion" in citation
+
+
+def test_training_data_records_the_tiffs_voxel_size(tmp_path):
+    from micro3diff.data import DataConfig, load_training_images
+
+    volume = (np.random.default_rng(0).random((8, 16, 16)) < 0.3).astype(np.uint8)
+    write_phases(tmp_path / "v.tif", volume, voxel_size=0.7, unit="um")
+    data = load_training_images(DataConfig(paths=(str(tmp_path / "v.tif"),), image_size=8)).checkpoint_data(None)
+    assert data["voxel_size"] == (0.7, 0.7, 0.7) and data["unit"] == "um"

@@ -28,6 +28,30 @@ def list_models() -> list[str]:
     return shipped_models()
 
 
+def model_card(name: str) -> dict:
+    """Key facts of a shipped model from its card (``micro3diff/models/<name>.md``) and header.
+
+    Returns {"name", "title", "image_size", "channels", "parameters" (card text), "errors": {metric: {"mean_curve",
+    "floor", "paper"}} (eq. 24 error rates, %), "volume_fraction" (card text)}; card fields absent are None.
+    """
+    import re
+
+    from .checkpoint import MODELS_DIR, read_config, resolve
+
+    data = read_config(resolve(name)).get("data", {})
+    card = MODELS_DIR / f"{name}.md"
+    text = card.read_text() if card.is_file() else ""
+    title = re.search(r"^# `[^`]+`: (.+)$", text, re.M)
+    params = re.search(r"([\d.]+ M) parameters", text)
+    fraction = re.search(r"^Volume fraction: (.+?)\.?$", text, re.M)
+    errors = {}
+    for metric, *cells in re.findall(r"^\| (S2|L) \|([^|]+)\|([^|]+)\|([^|]+)\|([^|]+)\|", text, re.M):
+        errors[metric] = {"mean_curve": cells[1].strip(), "paper": cells[2].strip(), "floor": cells[3].strip()}
+    return {"name": name, "title": title and title[1], "image_size": data.get("image_size"),
+            "channels": data.get("channels"), "parameters": params and params[1], "errors": errors,
+            "volume_fraction": fraction and fraction[1]}
+
+
 def load_model(name_or_path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
     """A checkpoint file or shipped model (by name) as a ``Checkpoint`` (fp32 U-Net in eval mode on ``device``)."""
     from .checkpoint import load_checkpoint

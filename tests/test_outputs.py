@@ -129,3 +129,12 @@ def test_training_data_records_the_tiffs_voxel_size(tmp_path):
     write_phases(tmp_path / "v.tif", volume, voxel_size=0.7, unit="um")
     data = load_training_images(DataConfig(paths=(str(tmp_path / "v.tif"),), image_size=8)).checkpoint_data(None)
     assert data["voxel_size"] == (0.7, 0.7, 0.7) and data["unit"] == "um"
+
+
+def test_models_command_lists_shipped_models_with_card_numbers():
+    res = cli("models")
+    assert res.exit_code == 0 and all(name in res.output for name in micro3diff.list_models())
+    cards = json.loads(cli("models", "--json").output)
+    spheres = next(c for c in cards if c["name"] == "spheres")
+    assert spheres["title"].startswith("Case I") and set(spheres["errors"]) == {"S2", "L"}
+    assert float(spheres["errors"]["S2"]["mean_curve"]) > 0 and spheres["image_size"] > 0

@@ -8,6 +8,7 @@ import click
 # name -> "module:attribute" (modules under micro3diff.cli)
 COMMANDS = {
     "info": "info:info",
+    "models": "models:models",
     "synth": "synth:synth",
     "train": "train:train",
     "sample2d": "train:sample2d",

@@ -1,0 +1,27 @@
+"""``m3d models``: the shipped models and their cards' key numbers."""
+from __future__ import annotations
+
+import click
+
+from ._common import user_errors
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@user_errors
+def models(as_json: bool) -> None:
+    """List the shipped models (use a name as MODEL in m3d sample) with their measured error rates."""
+    import json
+
+    from ..api import list_models, model_card
+
+    cards = [model_card(name) for name in list_models()]
+    if as_json:
+        click.echo(json.dumps(cards, indent=2))
+        return
+    for card in cards:
+        errors = "; ".join(f"{m} {e['mean_curve']} % (floor {e['floor']}, paper {e['paper']})"
+                           for m, e in card["errors"].items())
+        click.echo(f"{card['name']}: {card['title']}\n    U-Net {card['parameters']} parameters, trained on "
+                   f"{card['image_size']}^2 crops; error rates {errors or 'not measured'}; volume fraction "
+                   f"{card['volume_fraction']}")

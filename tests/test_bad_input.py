@@ -163,7 +163,7 @@ TRAIN_BAD = [_bad("train", data, *TRAIN, *args, "-o", "OUT/run") for data, args 
     ("BIN", ["--lr", "nan"]), ("BIN", ["--lr", "0"]), ("BIN", ["--lr", "inf"]), ("BIN", ["--model-dim", "0"]),
     ("BIN", ["--model-dim", "-8"]), ("BIN", ["--sample-every", "-1"]), ("BIN", ["--threads", "0"]),
     ("BIN", ["--ema", "nan"]), ("BIN", ["--seed", "-1"]), ("BIN", ["--warmup", "-1"]),
-    ("NAN", ["--threshold", "0.5"]), ("INF", ["--phases", "3"]), ("COMPLEX", []), ("CONST", []),
+    ("BIN", ["--batch", "100000000"]), ("NAN", ["--threshold", "0.5"]), ("INF", ["--phases", "3"]), ("COMPLEX", []), ("CONST", []),
 ]] + [_bad("train", "--resume", "-o", "RUN", "--no-progress", "--device", "cpu")]
 EVALUATE = [_bad("evaluate", "BIN", "--reference", "BIN", *args, "-o", "OUT/rep") for args in [
     ["--r-max", "0"], ["--r-max", "-1"], ["--crops", "0"], ["--blocks", "1"], ["--threshold", "abc"],

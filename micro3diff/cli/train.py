@@ -88,6 +88,7 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
     import torch
 
     from .. import train as T
+    from ..checks import require_memory
     from ..data import DataConfig
 
     data = tuple(str(Path(p).absolute()) for p in data)
@@ -115,7 +116,11 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
                                lr=lr, warmup=warmup, ema=ema, plane=plane, seed=seed, **changes)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    path = T.train(config, out, resume=resume, device=pick_device(device), progress=progress)
+    dev, side = pick_device(device), config.data.image_size
+    require_memory(3 * config.batch * config.unet.forward_bytes(side, side),  # activations kept for backward
+                   f"training on batches of {config.batch} {side}x{side} crops", dev,
+                   "use a smaller --batch, --image-size or --model-dim")
+    path = T.train(config, out, resume=resume, device=dev, progress=progress)
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"wrote {path}", err=True)
 

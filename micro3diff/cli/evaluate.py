@@ -46,9 +46,8 @@ def evaluate(generated: tuple[Path, ...], reference: Path, mode: str | None, r_m
              out_dir: Path) -> None:
     """Compare GENERATED volumes (or 2D images) with a reference: S2, L(z), floor and baseline."""
     from .. import report
-    from ..io import read_array
-
     from ..checks import number
+    from ..io import read_array
 
     if crops < 1:
         raise UserError(f"--crops must be at least 1, got {crops}")

@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
                        date=datetime.date.today().isoformat(), note=a.note,
                        device=device_name(torch.device(a.device)) if a.device != "cpu" else rp.cpu_name(),
                        provenance=provenance())
-            rows[:] = [r for r in rows if key(r) != key(row)] + [row]
+            doc = json.loads(path.read_text()) if path.is_file() else {"rows": []}  # another run may have written
+            rows = doc["rows"] = [r for r in doc["rows"] if key(r) != key(row)] + [row]
             write_json(path, doc)
             write_md(rows, a.results)
             s2, lp = row["metrics"]["two_point"], row["metrics"]["lineal_path"]

@@ -45,3 +45,19 @@ def test_m3d_sample_by_name(name, tmp_path):
     assert vol.shape == (32, 32, 32) and set(np.unique(vol)) <= {0, 1}
     side = json.loads((tmp_path / f"{name}_0.json").read_text())
     assert side["models"]["yz"]["path"].endswith(f"{name}.safetensors")
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_2d_samples_have_the_training_phase_fraction(name):
+    """The 2D model alone (plain DDPM, 100 steps, no volume-fraction control): phi within 0.03 of the data's."""
+    import torch
+
+    from micro3diff.sample2d import sample_images
+    from micro3diff.schedule import NoiseSchedule
+
+    ck = load_checkpoint(name)
+    images = sample_images(ck.model, NoiseSchedule(ck.schedule), 32, ck.data["image_size"], 100, seed=11)
+    phi = (images > 0).float().mean().item()
+    assert abs(phi - ck.phase_fractions[0]) <= 0.03, (phi, ck.phase_fractions)
+    assert ck.schedule.kind == "linear_zsnr" and ck.schedule.prediction == "v"
+    assert torch.isfinite(images).all()

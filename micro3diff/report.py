@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .errors import UserError
+from .checks import writable_outputs
 from .io import atomic_path, provenance, write_json
 
 Mode = Literal["3d", "2d"]
@@ -247,6 +248,7 @@ def write_report(report: EvaluationReport, out_dir: str | Path) -> list[Path]:
     """Write report.json, curves.csv (metric, curve, r, value) and one PNG per metric; returns the paths."""
     out_dir = Path(out_dir)
     paths = [out_dir / "report.json", out_dir / "curves.csv"] + [out_dir / f"{n}.png" for n in report.metrics]
+    writable_outputs([*paths, out_dir / "drift.json"])
     write_json(paths[0], report)
     with atomic_path(paths[1]) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)

@@ -263,6 +263,19 @@ def test_stale_partial_files_are_removed(ckpt, tmp_path):
     assert not stale.exists() and (tmp_path / "tiny_0.tif").exists()
 
 
+def test_stale_partial_files_of_synth_and_evaluate_are_removed(tmp_path):
+    stale = [tmp_path / ".a.npy.k3.part.npy", tmp_path / "rep" / ".report.json.z9.part.json"]
+    stale[1].parent.mkdir()
+    for p in stale:
+        p.write_bytes(b"half")
+    assert m3d("synth", "spheres", "--size", "24", "--diameter", "6", "-o", tmp_path / "a.npy").exit_code == 0
+    vol = tmp_path / "v.npy"
+    np.save(vol, (np.random.default_rng(0).random((8, 8, 8)) < 0.4).astype(np.uint8))
+    res = m3d("evaluate", vol, "--reference", tmp_path / "a.npy", "--crops", "2", "-o", tmp_path / "rep")
+    assert res.exit_code == 0, res.output
+    assert not any(p.exists() for p in stale) and (tmp_path / "rep" / "report.json").exists()
+
+
 def test_threads_are_stored_in_the_run(tmp_path):
     np.save(tmp_path / "bin.npy", (np.random.default_rng(0).random((16, 16)) < 0.4).astype(np.uint8))
     res = m3d("train", tmp_path / "bin.npy", *TRAIN, "--threads", "1", "-o", tmp_path / "run")

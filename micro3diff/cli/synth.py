@@ -81,11 +81,13 @@ def synth(
     from .. import synth as api
     from ..checks import number, require_memory
     from ..errors import UserError
+    from ..checks import writable_outputs
     from ..io import ARRAY_SUFFIXES, provenance, write_json, write_phases
 
     path = Path(out)
     if path.suffix.lower() not in ARRAY_SUFFIXES:
         raise UserError(f"{path}: unsupported output type {path.suffix!r} (use .npy, .tif or .png)")
+    writable_outputs([path, path.with_name(path.name + ".json")])
     name, allowed, lists = KINDS[kind]
     kwargs = {}
     for option, value in options.items():

@@ -31,8 +31,9 @@ def list_models() -> list[str]:
 def model_card(name: str) -> dict:
     """Key facts of a shipped model from its card (``micro3diff/models/<name>.md``) and header.
 
-    Returns {"name", "title", "image_size", "channels", "parameters" (card text), "errors": {metric: {"mean_curve",
-    "floor", "paper"}} (eq. 24 error rates, %), "volume_fraction" (card text)}; card fields absent are None.
+    Returns {"name", "title", "image_size", "channels", "parameters" (card text), "setting" (the first volume row of
+    the card's quality table), "errors": {metric: {"per_volume", "floor", "shuffled"}} (eq. 24 error rates, %, as
+    text), "volume_fraction" (generated (reference))}; card fields absent are None (errors: empty).
     """
     import re
 
@@ -43,13 +44,16 @@ def model_card(name: str) -> dict:
     text = card.read_text() if card.is_file() else ""
     title = re.search(r"^# `[^`]+`: (.+)$", text, re.M)
     params = re.search(r"([\d.]+ M) parameters", text)
-    fraction = re.search(r"^Volume fraction: (.+?)\.?$", text, re.M)
-    errors = {}
-    for metric, *cells in re.findall(r"^\| (S2|L) \|([^|]+)\|([^|]+)\|([^|]+)\|([^|]+)\|", text, re.M):
-        errors[metric] = {"mean_curve": cells[1].strip(), "paper": cells[2].strip(), "floor": cells[3].strip()}
+    row = re.search(r"^\| (?:3d|2d) \|" + r"([^|]+)\|" * 10, text, re.M)  # volumes, not the 2D model alone
+    errors, setting, fraction = {}, None, None
+    if row:
+        cells = [c.strip() for c in row.groups()]
+        setting, fraction = cells[0], cells[3]
+        for metric, (e, f, b) in (("S2", cells[4:7]), ("L", cells[7:10])):
+            errors[metric] = {"per_volume": e.split(" ")[0], "floor": f, "shuffled": b}
     return {"name": name, "title": title and title[1], "image_size": data.get("image_size"),
-            "channels": data.get("channels"), "parameters": params and params[1], "errors": errors,
-            "volume_fraction": fraction and fraction[1]}
+            "channels": data.get("channels"), "parameters": params and params[1], "setting": setting,
+            "errors": errors, "volume_fraction": fraction}
 
 
 def load_model(name_or_path: str | os.PathLike, device: str = "cpu") -> Checkpoint:

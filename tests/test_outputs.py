@@ -137,4 +137,5 @@ def test_models_command_lists_shipped_models_with_card_numbers():
     cards = json.loads(cli("models", "--json").output)
     spheres = next(c for c in cards if c["name"] == "spheres")
     assert spheres["title"].startswith("Case I") and set(spheres["errors"]) == {"S2", "L"}
-    assert float(spheres["errors"]["S2"]["mean_curve"]) > 0 and spheres["image_size"] > 0
+    assert float(spheres["errors"]["S2"]["per_volume"]) > 0 and spheres["image_size"] > 0
+    assert spheres["setting"] and spheres["volume_fraction"].startswith("0.")

@@ -20,8 +20,8 @@ def models(as_json: bool) -> None:
         click.echo(json.dumps(cards, indent=2))
         return
     for card in cards:
-        errors = "; ".join(f"{m} {e['mean_curve']} % (floor {e['floor']}, paper {e['paper']})"
+        errors = "; ".join(f"{m} {e['per_volume']} % per volume (floor {e['floor']}, shuffled {e['shuffled']})"
                            for m, e in card["errors"].items())
         click.echo(f"{card['name']}: {card['title']}\n    U-Net {card['parameters']} parameters, trained on "
-                   f"{card['image_size']}^2 crops; error rates {errors or 'not measured'}; volume fraction "
-                   f"{card['volume_fraction']}")
+                   f"{card['image_size']}^2 crops; {card['setting'] or 'sampler'}: error rates "
+                   f"{errors or 'not measured'}; volume fraction {card['volume_fraction']}")

@@ -63,7 +63,7 @@ for case in spheres polycrystal carbonate; do
     [ -f "$OUT/work/$case/model.safetensors" ] && cp "$OUT/work/$case/model.safetensors" "$OUT/$case.safetensors"
 done
 part quality "$BOX_Q" $PY benchmarks/quality_report.py --models "$OUT/{case}.safetensors" --device "$DEV" \
-    --results "$OUT" --note "GPU-trained (benchmarks/gpu_run.sh)" "${QUAL[@]}"
+    --results "$OUT" --root "$OUT/work" --note "GPU-trained (benchmarks/gpu_run.sh)" "${QUAL[@]}"
 rm -rf "$OUT/work"
 
 {

@@ -74,16 +74,11 @@ def _images_eval(ref: torch.Tensor, gen: torch.Tensor, name: str, r_max: int, a)
     else:
         real = torch.cat([metrics.random_crops(ref[i % ref.shape[0]], size, 1, seed=a.seed + i) for i in range(a.crops)])
     floor = metrics.error_rate(fn(real, r_max, ndim=2).average, ref_curve)
-    gen_flat = ref.flatten(1)[:, torch.randperm(ref[0].numel(), generator=torch.Generator().manual_seed(a.seed))]
-    base = fn(gen_flat.view_as(ref), r_max, ndim=2).average.mean(dim=0)
+    shuffled = ref.flatten(1)[:, torch.randperm(ref[0].numel(), generator=torch.Generator().manual_seed(a.seed))]
+    base = fn(shuffled.view_as(ref), r_max, ndim=2).average.mean(dim=0)
     return {"error_per_volume": rp._mean_std(metrics.error_rate(curves, ref_curve)),
             "error_of_mean_curve": float(metrics.error_rate(curves.mean(dim=0), ref_curve)),
             "floor_volume": rp._mean_std(floor), "shuffled": float(metrics.error_rate(base, ref_curve))}
-
-
-def reference_2d(case: str, a) -> torch.Tensor:
-    """2D reference images: a 2D case's stack, or the 3D reference's slices along its first axis."""
-    return rp.reference_images(case, a)
 
 
 def run_row(case: str, model: str, spec: str, a) -> dict:
@@ -122,10 +117,9 @@ def run_row(case: str, model: str, spec: str, a) -> dict:
            "count": a.count, "seed": a.seed, "nfe": nfe, "seconds_per_volume": rp._mean_std(torch.tensor(seconds)),
            "threads": torch.get_num_threads(), "phi_reference": phi_ref,
            "phi_generated": rp._mean_std(gen.flatten(1).double().mean(1)), "metrics": {}}
-    a.floor_repeats = a.floor_repeats or 16
     for name in metrics.METRICS:
         if a.two_d:
-            m = _images_eval(reference_2d(case, a), gen, name, r_max, a)
+            m = _images_eval(ref, gen, name, r_max, a)  # a 3D reference: its slices along the first axis
         elif mode == "3d":
             m = rp._evaluate_3d(ref, gen, name, r_max, a)
         else:

@@ -35,13 +35,25 @@ def use_compiled(op: str, device: torch.device) -> bool:
         raise RuntimeError(f"M3D_OPS=compiled but micro3diff::{op} has no {device.type} kernel. {_ext.INSTALL_HINT}")
     if (op, device.type) not in _warned:
         _warned.add((op, device.type))
-        warnings.warn(f"micro3diff::{op}: no compiled {device.type} kernel, using the PyTorch reference twin", stacklevel=3)
+        # stacklevel 4: the caller of the public op (use_compiled <- _dispatch <- op <- caller)
+        warnings.warn(f"micro3diff::{op}: no compiled {device.type} kernel, using the PyTorch reference twin", stacklevel=4)
     return False
 
 
 def _int64(v: int) -> int:
     """The int64 with v's low 64 bits (seeds/offsets are 64-bit words; torch seeds reach 2^64 - 1)."""
     return (v + 2**63) % 2**64 - 2**63
+
+
+def _dispatch(op: str, x: torch.Tensor, *args, **kwargs):
+    """``torch.ops.micro3diff.<op>`` if it runs compiled on x's device, else ``reference.<op>``, with the same
+    arguments. The schema takes ``kwargs`` positionally, in their order (``seed`` and ``offset`` as int64
+    words); an in-place op returns x."""
+    if not use_compiled(op, x.device):
+        return getattr(reference, op)(x, *args, **kwargs)
+    values = [_int64(v) if k in ("seed", "offset") else v for k, v in kwargs.items()]
+    out = getattr(torch.ops.micro3diff, op)(x, *args, *values)
+    return x if out is None else out
 
 
 def fused_step(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_z: float, *, rotate: bool,
@@ -52,38 +64,29 @@ def fused_step(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_z
     z is ``noise`` (x's shape, float32) when given, else standard normals drawn by Philox from (seed, offset)
     (``reference.philox_normal``). Returns (V, H, C, W, D) when ``rotate`` else (V, D, C, H, W).
     """
-    if use_compiled("fused_step", x.device):
-        return torch.ops.micro3diff.fused_step(x, eps, float(c_x), float(c_eps), float(c_z), rotate, noise,
-                                               _int64(seed), _int64(offset))
-    return reference.fused_step(x, eps, c_x, c_eps, c_z, rotate=rotate, noise=noise, seed=seed, offset=offset)
+    return _dispatch("fused_step", x, eps, float(c_x), float(c_eps), float(c_z), rotate=rotate, noise=noise,
+                     seed=seed, offset=offset)
 
 
 def fused_step_(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_z: float, *,
                 noise: torch.Tensor | None = None, seed: int = 0, offset: int = 0) -> torch.Tensor:
     """In place ``x <- c_x*x - c_eps*eps + c_z*z`` (identity plane); x contiguous. Returns x."""
-    if use_compiled("fused_step_", x.device):
-        torch.ops.micro3diff.fused_step_(x, eps, float(c_x), float(c_eps), float(c_z), noise, _int64(seed),
-                                         _int64(offset))
-        return x
-    return reference.fused_step_(x, eps, c_x, c_eps, c_z, noise=noise, seed=seed, offset=offset)
+    return _dispatch("fused_step_", x, eps, float(c_x), float(c_eps), float(c_z), noise=noise, seed=seed,
+                     offset=offset)
 
 
 def fused_step_rotate_(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_z: float, *,
                        noise: torch.Tensor | None = None, seed: int = 0, offset: int = 0) -> torch.Tensor:
     """In place ``x <- R(c_x*x - c_eps*eps + c_z*z)``; x: (V, N, C, N, N) contiguous (cubic). Returns x."""
-    if use_compiled("fused_step_rotate_", x.device):
-        torch.ops.micro3diff.fused_step_rotate_(x, eps, float(c_x), float(c_eps), float(c_z), noise, _int64(seed),
-                                                _int64(offset))
-        return x
-    return reference.fused_step_rotate_(x, eps, c_x, c_eps, c_z, noise=noise, seed=seed, offset=offset)
+    return _dispatch("fused_step_rotate_", x, eps, float(c_x), float(c_eps), float(c_z), noise=noise, seed=seed,
+                     offset=offset)
 
 
 def fused_step_rotate(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: float, c_z: float, *,
                       noise: torch.Tensor | None = None, seed: int = 0, offset: int = 0) -> torch.Tensor:
     """The sampler's rotating update ``R(c_x*x - c_eps*eps + c_z*z)``: (V, D, C, H, W) -> (V, H, C, W, D).
 
-    Cubic contiguous x is rotated in place (x is overwritten and returned): no second volume-sized buffer,
-    at the double-buffered op's speed on CPU (0.86-1.06x at 64^3-256^3, benchmarks/results/fused_step_cpu.json).
+    Cubic contiguous x is rotated in place (x is overwritten and returned): no second volume-sized buffer.
     Other shapes go out of place and leave x unchanged.
     """
     if x.shape[1] == x.shape[3] == x.shape[4] and x.is_contiguous():
@@ -96,9 +99,7 @@ def fused_step_rotate(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: flo
 
 def lineal_path(x: torch.Tensor, z_max: int, periodic: bool) -> torch.Tensor:
     """Torquato L(z) along every axis. x: (B, *spatial) uint8, nonzero = phase -> (B, ndim, z_max + 1) float64."""
-    if use_compiled("lineal_path", x.device):
-        return torch.ops.micro3diff.lineal_path(x.contiguous(), int(z_max), bool(periodic))
-    return reference.lineal_path(x, z_max, periodic)
+    return _dispatch("lineal_path", x.contiguous(), int(z_max), bool(periodic))
 
 
 if _ext.HAS_EXT:

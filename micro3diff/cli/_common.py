@@ -1,12 +1,18 @@
-"""Shared CLI plumbing: user errors become one line and exit status 2; shared options."""
+"""Shared CLI plumbing: user errors become one line and exit status 2; shared options; feedback (-q, bars)."""
 from __future__ import annotations
 
 import functools
-from typing import Callable
+import sys
+from typing import TYPE_CHECKING, Callable
 
 import click
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+_QUIET = "micro3diff.quiet"  # click context meta key set by -q/--quiet
 
 
 class CliError(click.ClickException):
@@ -66,3 +72,52 @@ def voxel_size_option(default_note: str = "") -> Callable:
                             help=f"Voxel size in --unit: one number (cubic voxels) or d,h,w{default_note}.")(fn)
 
     return decorate
+
+
+def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    ctx.meta[_QUIET] = value
+
+
+def quiet_option(fn: Callable) -> Callable:
+    """``-q/--quiet`` on a command: no progress bars and no per-file lines (see ``say``); errors still print."""
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
+                        help="No progress bars or per-file lines; errors are still printed.")(fn)
+
+
+def _quiet() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.meta.get(_QUIET))
+
+
+def show_progress() -> bool:
+    """Progress bars are drawn only on a terminal (stderr is a TTY) and without -q."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    return not _quiet() and callable(isatty) and bool(isatty())
+
+
+def progress_bar(**kwargs) -> "tqdm":
+    """A tqdm bar on stderr, shown as ``show_progress`` says, closed when the command ends (even on an error)."""
+    from tqdm import tqdm
+
+    bar = tqdm(file=sys.stderr, disable=not show_progress(), dynamic_ncols=True, **kwargs)
+    click.get_current_context().call_on_close(bar.close)
+    return bar
+
+
+def say(message: str, err: bool = False) -> None:
+    """A per-file line (``wrote ...``, ``skip ...``), printed above any progress bar; nothing under -q."""
+    if not _quiet():
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr if err else sys.stdout)
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads N``: torch's CPU threads (None: torch's choice). UserError unless N >= 1."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)

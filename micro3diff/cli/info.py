@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import click
 
-from ._common import pick_device, user_errors
+from ._common import pick_device, quiet_option, user_errors
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@quiet_option
 @user_errors
 def info(as_json: bool) -> None:
     """Show versions, compiled-kernel status and the default device."""

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import click
 
-from ._common import user_errors
+from ._common import quiet_option, user_errors
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@quiet_option
 @user_errors
 def models(as_json: bool) -> None:
     """List the shipped models (use a name as MODEL in m3d sample) with their measured error rates."""

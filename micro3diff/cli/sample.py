@@ -16,7 +16,7 @@ import click
 from .. import sampler
 from ..checks import machine_memory, number, require_memory, writable_outputs
 from ..errors import UserError
-from ._common import pick_device, user_errors, voxel_size_option
+from ._common import pick_device, progress_bar, quiet_option, say, user_errors, voxel_size_option
 
 FORMATS = ("tif", "vti", "npy")
 
@@ -123,6 +123,7 @@ def _changed(sidecar: Path, recipe: dict) -> str | None:
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("samples"), show_default=True)
 @click.option("--stem", help="File name stem (default: the checkpoint's name).")
 @click.option("--overwrite", is_flag=True, help="Redo volumes whose files already exist (default: skip them).")
+@quiet_option
 @user_errors
 def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, shape: tuple[int, ...],
            count: int, preset: str, steps: int | None, n_harmonize: int | None, method: str | None,
@@ -136,7 +137,6 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     Interrupted runs resume: volumes whose files all exist are skipped.
     """
     import torch
-    from tqdm import tqdm
 
     from ..api import plane_checkpoints, resolve_volume_fraction
     from ..io import provenance, voxel_size3, write_json, write_phases
@@ -183,7 +183,9 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     prior = first.prior if prior_mode == "data" else None
     volume_fraction = resolve_volume_fraction(_volume_fraction(vf_spec), first)
 
-    for i in range(rank, count, world):
+    todo = range(rank, count, world)
+    bar = progress_bar(total=len(todo) * settings.steps, desc="sampling", unit="step", leave=False)
+    for i in todo:
         base = out_dir / f"{stem}_{i}"
         arrays = [base.with_name(base.name + s) for s in suffixes]
         ortho, sidecar = base.with_name(base.name + "_ortho.png"), base.with_name(base.name + ".json")
@@ -197,13 +199,14 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
             if changed:
                 raise UserError(f"{sidecar} was made with other settings ({changed}); use --overwrite to redo it "
                                 f"or another -o")
-            click.echo(f"skip {sidecar.name} (exists; --overwrite to redo)")
+            say(f"skip {sidecar.name} (exists; --overwrite to redo)")
+            bar.total -= settings.steps
             continue
         writable_outputs([*arrays, ortho, sidecar])
-        with tqdm(total=settings.steps, desc=f"volume {i}", unit="step", disable=None, leave=False) as bar:
-            res = sampler.sample_volume(models, schedule, shape, 1, preset=settings, seed=seed + i, device=dev,
-                                        max_batch=max_batch, periodic=periodic, options=options, prior=prior,
-                                        volume_fraction=volume_fraction, callback=lambda rec: bar.update())
+        bar.set_postfix_str(f"volume {i}")
+        res = sampler.sample_volume(models, schedule, shape, 1, preset=settings, seed=seed + i, device=dev,
+                                    max_batch=max_batch, periodic=periodic, options=options, prior=prior,
+                                    volume_fraction=volume_fraction, callback=lambda rec: bar.update())
         if not torch.isfinite(res.volume).all():
             raise UserError(f"volume {i} came out with NaN or infinite values; nothing written for it")
         phases, n_phases = res.phases[0].cpu().numpy(), max(2, res.volume.shape[1])
@@ -218,4 +221,4 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
             "fast": options.to_dict() if options else None,
             "files": [p.name for p in [*arrays, ortho]], "command": sys.argv, "versions": provenance(),
         })
-        click.echo(f"wrote {base.name} ({res.seconds:.1f} s, {res.nfe} network calls)")
+        say(f"wrote {base.name} ({res.seconds:.1f} s, {res.nfe} network calls)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ._common import user_errors, voxel_size_option
+from ._common import quiet_option, say, user_errors, voxel_size_option
 
 # Peak working memory per voxel, measured (peak RSS over the bare import, `m3d synth KIND --size 96` and 160):
 # polycrystal 45-56 B, the others 8-12 B; with headroom.
@@ -68,6 +68,7 @@ def _numbers(option: str, text: str, integer: bool = False) -> tuple:
 @click.option("--overlapping/--no-overlapping", default=None, help="ellipsoids: Boolean model or non-overlapping.")
 @click.option("--periodic/--no-periodic", default=None, help="Wrap around the box (default: periodic).")
 @voxel_size_option(" (recorded in the TIFF / .vti and the sidecar)")
+@quiet_option
 @user_errors
 def synth(
     kind: str, out: str, shape: str | None, size: int | None, count: int | None, seed: int | None,
@@ -147,4 +148,4 @@ def synth(
         "seconds": round(elapsed, 3),
         "provenance": provenance(),
     })
-    click.echo(f"wrote {path} {tuple(made.array.shape)} in {elapsed:.2f} s")
+    say(f"wrote {path} {tuple(made.array.shape)} in {elapsed:.2f} s")

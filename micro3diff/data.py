@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .io import ARRAY_SUFFIXES, read_array, read_voxel_size
+from .io import ARRAY_SUFFIXES, read_array, read_voxel_size, voxel_size3
 
 AXES = ("0", "1", "2", "all")
 MAX_LABELS = 16  # integer images with 3..MAX_LABELS distinct values are reported as label images
@@ -33,7 +33,8 @@ class DataConfig:
     """Where training images come from and how they become tensors.
 
     ``threshold``: None (input must be binary), a number, or "otsu". ``phases``: 2 (one channel) or K >= 3
-    (one-hot). ``augment``: 8-fold dihedral augmentation (4 rotations x flip).
+    (one-hot). ``augment``: 8-fold dihedral augmentation (4 rotations x flip). ``voxel_size`` (d, h, w) and
+    ``unit``: the physical voxel size to record, overriding the one the sources' TIFF tags record.
     """
 
     paths: tuple[str, ...]
@@ -42,9 +43,12 @@ class DataConfig:
     threshold: float | str | None = None
     phases: int = 2
     augment: bool = True
+    voxel_size: tuple[float, float, float] | None = None
+    unit: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "paths", tuple(str(p) for p in self.paths))
+        object.__setattr__(self, "voxel_size", voxel_size3(self.voxel_size))
         object.__setattr__(self, "axis", str(self.axis))
         object.__setattr__(self, "threshold", parse_threshold(self.threshold))
         if not self.paths:
@@ -260,9 +264,10 @@ def load_training_images(config: DataConfig) -> TrainingImages:
         arrays.append(arr)
         names.append(str(f))
     info: dict = {}
-    sizes = {read_voxel_size(f) for f in files} - {None}
-    if len(sizes) == 1:  # the sources' one physical voxel size (TIFF tags), inherited by sampled volumes
-        info["voxel_size"], info["unit"] = sizes.pop()
+    sizes = {(config.voxel_size, "um")} if config.voxel_size else {read_voxel_size(f) for f in files} - {None}
+    if len(sizes) == 1:  # the user's voxel size, else the sources' one (TIFF tags); sampled volumes inherit it
+        info["voxel_size"], unit = sizes.pop()
+        info["unit"] = config.unit or unit
     if config.phases == 2:
         labels, used = zip(*(binary_labels(a, n, config.threshold) for a, n in zip(arrays, names)))
         labels = list(labels)

@@ -113,13 +113,31 @@ def voxel_size3(value: float | Sequence[float] | None) -> tuple[float, float, fl
 
 
 def read_voxel_size(path: str | os.PathLike) -> tuple[tuple[float, float, float], str] | None:
-    """(voxel size (d, h, w), unit) recorded in a TIFF, or None.
+    """(voxel size (d, h, w), unit) recorded for an array file, or None when nothing records one.
 
-    ImageJ files: ``spacing`` (d), X/Y resolution (w, h) and ``unit``; other TIFFs: X/Y resolution in inch or
+    TIFF tags first (``_tiff_voxel_size``), else the ``voxel_size`` and ``unit`` of the JSON sidecar that
+    ``m3d sample`` (``<stem>.json``) or ``m3d synth`` (``<name>.json``) wrote beside the file.
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        found = _tiff_voxel_size(path)
+        if found:
+            return found
+    for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+        try:
+            meta = json.loads(sidecar.read_text())
+            size = voxel_size3(meta["voxel_size"])
+        except (OSError, ValueError, KeyError, TypeError, UserError):  # absent, foreign or without a size
+            continue
+        if size:
+            return size, str(meta.get("unit") or "um")
+    return None
+
+
+def _tiff_voxel_size(path: Path) -> tuple[tuple[float, float, float], str] | None:
+    """ImageJ files: ``spacing`` (d), X/Y resolution (w, h) and ``unit``; other TIFFs: X/Y resolution in inch or
     cm, returned in um. A 2D image's d is its w. None when the file records no physical size.
     """
-    if Path(path).suffix.lower() not in (".tif", ".tiff"):
-        return None
     import tifffile
 
     try:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from . import metrics
 from .errors import UserError
 from .checks import writable_outputs
-from .io import atomic_path, provenance, write_json
+from .io import atomic_path, provenance, voxel_size3, write_json
 
 Mode = Literal["3d", "2d"]
 LABELS = {"two_point": "S2", "lineal_path": "L"}
@@ -64,6 +64,8 @@ class EvaluationReport:
     metrics: dict[str, MetricReport]
     notes: list[str]
     provenance: dict
+    voxel_size: list[float] | None = None  # (d, h, w) in ``unit``: the plots' lags are physical when cubic
+    unit: str | None = None
 
 
 def _list(t: torch.Tensor) -> list[float]:
@@ -83,12 +85,14 @@ def _threshold_value(values: Sequence[np.ndarray], threshold: metrics.Threshold)
 def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarray | torch.Tensor, *,
              mode: Mode | None = None, r_max: int | None = None, periodic: bool = False, phase: int | None = None,
              threshold: metrics.Threshold = None, names: Sequence[str] | None = None, n_crops: int = 64,
-             seed: int = 0, progress: bool = False) -> EvaluationReport:
+             seed: int = 0, progress: bool = False, voxel_size: float | Sequence[float] | None = None,
+             unit: str = "um") -> EvaluationReport:
     """S2 and L of generated volumes (D, H, W) (or 2D images (H, W) in 2d mode) against a reference.
 
     mode: "3d" (3D reference) or "2d" (2D reference; default from the reference's dims). threshold:
     a number or "otsu" (one value for all inputs, from the reference and generated values together).
-    n_crops: crops for the natural-variability floor; seed: crops and shuffle.
+    n_crops: crops for the natural-variability floor; seed: crops and shuffle. voxel_size (one number or
+    (d, h, w), in ``unit``): recorded, and the plots' lags are in ``unit`` when the voxels are cubic.
     """
     if not generated:
         raise UserError("no generated samples given")
@@ -114,6 +118,10 @@ def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarr
     sample_size = shape[1:] if planes else shape  # crops for the floor: the xy-slice size in 2d mode
     r_max = metrics.resolve_r_max(tuple(shape) + tuple(ref.shape), r_max, periodic)
     notes = []
+    spacing = voxel_size3(voxel_size)
+    if spacing and len(set(spacing)) > 1:
+        notes.append(f"anisotropic voxels {spacing} {unit}: lags are counted in voxels along each axis, and the "
+                     f"plots show them in voxels")
     floor_possible = all(s <= n for s, n in zip(sample_size, ref.shape)) and tuple(sample_size) != tuple(ref.shape)
     if any(s > n for s, n in zip(sample_size, ref.shape)):
         notes.append(f"the reference {tuple(ref.shape)} is smaller than the generated samples {tuple(sample_size)}: "
@@ -177,6 +185,7 @@ def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarr
         generated=[{"name": n, "shape": list(shape), "volume_fraction": float(metrics.volume_fraction(g))}
                    for n, g in zip(names, gen)],
         metrics=reports, notes=notes, provenance=provenance(),
+        voxel_size=list(spacing) if spacing else None, unit=unit if spacing else None,
     )
 
 
@@ -212,13 +221,14 @@ def _csv_rows(report: EvaluationReport) -> list[tuple[str, str, int, float]]:
     return rows
 
 
-def _plot(m: MetricReport, path: Path) -> None:
+def _plot(m: MetricReport, path: Path, voxel: float, unit: str) -> None:
+    """Two panels (average; per axis / plane) with lags r in ``unit`` (``voxel`` per voxel)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    r = np.arange(len(m.reference))
+    r = voxel * np.arange(len(m.reference))
     label = LABELS[m.metric]
     fig, (ax, ax_parts) = plt.subplots(1, 2, figsize=(11, 4.2))
     mean, std = np.array(m.generated_mean), np.array(m.generated_std)
@@ -230,13 +240,13 @@ def _plot(m: MetricReport, path: Path) -> None:
         ax.fill_between(r, fm - fs, fm + fs, color="0.5", alpha=0.25,
                         label=f"reference crops ± std (floor {m.floor['errors_mean']:.2f} %)")
     ax.plot(r, m.baseline["curve"], "C3--", label=f"shuffled baseline ({m.baseline['error']:.2f} %)")
-    ax.set(xlabel="r (voxels)", ylabel=f"{label}(r)", title=f"{label}: reference vs generated")
+    ax.set(xlabel=f"r ({unit})", ylabel=f"{label}(r)", title=f"{label}: reference vs generated")
     ax.legend(fontsize=8)
     for i, (k, v) in enumerate(m.generated_parts.items()):
         ax_parts.plot(r, v, f"C{i}-", label=f"generated {k} ({m.part_errors[k]:.2f} %)")
     for i, (k, v) in enumerate(m.reference_parts.items()):
         ax_parts.plot(r, v, f"C{i + 3}:", label=f"reference {k}")
-    ax_parts.set(xlabel="r (voxels)", ylabel=f"{label}(r)", title=f"{label} per axis / plane")
+    ax_parts.set(xlabel=f"r ({unit})", ylabel=f"{label}(r)", title=f"{label} per axis / plane")
     ax_parts.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -254,6 +264,7 @@ def write_report(report: EvaluationReport, out_dir: str | Path) -> list[Path]:
         writer = csv.writer(fh)
         writer.writerow(["metric", "curve", "r", "value"])
         writer.writerows((n, c, r, f"{v:.10g}" if math.isfinite(v) else "nan") for n, c, r, v in _csv_rows(report))
+    cubic = report.voxel_size is not None and len(set(report.voxel_size)) == 1
     for m, path in zip(report.metrics.values(), paths[2:]):
-        _plot(m, path)
+        _plot(m, path, *((report.voxel_size[0], report.unit) if cubic else (1.0, "voxels")))
     return paths

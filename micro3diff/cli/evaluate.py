@@ -12,7 +12,18 @@ import click
 import numpy as np
 
 from ..errors import UserError
-from ._common import user_errors
+from ._common import quiet_option, say, set_threads, show_progress, user_errors, voxel_size_option
+
+
+def _voxel_size(generated: tuple[Path, ...], reference: Path) -> tuple[tuple[float, float, float], str] | None:
+    """The voxel size the generated files record (TIFF tags or sidecar), else the reference's; None if neither."""
+    from ..io import read_voxel_size
+
+    found = {read_voxel_size(p) for p in generated} - {None}
+    if len(found) > 1:
+        raise UserError(f"the generated files record different voxel sizes ({', '.join(map(str, sorted(found)))}); "
+                        f"give --voxel-size")
+    return found.pop() if found else read_voxel_size(reference)
 
 
 def _threshold(value: str | None) -> float | str | None:
@@ -39,16 +50,22 @@ def _threshold(value: str | None) -> float | str | None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the crops and the shuffle.")
 @click.option("--blocks", type=int, default=0,
               help="Drift check: cut each 3D volume into N >= 2 blocks along its longest axis (writes drift.json).")
+@click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
+@voxel_size_option(" for the plots' lags (default: the one the generated files' TIFF tags or sidecars record, "
+                   "else the reference's)")
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(path_type=Path), help="Report folder.")
+@quiet_option
 @user_errors
 def evaluate(generated: tuple[Path, ...], reference: Path, mode: str | None, r_max: int | None,
              threshold: str | None, phase: int | None, periodic: bool, crops: int, seed: int, blocks: int,
+             threads: int | None, voxel_size: tuple[float, float, float] | None, unit: str | None,
              out_dir: Path) -> None:
     """Compare GENERATED volumes (or 2D images) with a reference: S2, L(z), floor and baseline."""
     from .. import report
     from ..checks import number
     from ..io import read_array
 
+    set_threads(threads)
     if crops < 1:
         raise UserError(f"--crops must be at least 1, got {crops}")
     number("--r-max", r_max, lo=1)
@@ -63,8 +80,12 @@ def evaluate(generated: tuple[Path, ...], reference: Path, mode: str | None, r_m
         names += [path.name] if arr.ndim != 4 else [f"{path.name}[{i}]" for i in range(len(arr))]
     if blocks and any(a.ndim != 3 for a in arrays):
         raise UserError("--blocks needs 3D generated volumes")
+    recorded = None if voxel_size else _voxel_size(generated, reference)
+    if recorded:
+        voxel_size, unit = recorded[0], unit or recorded[1]
     result = report.evaluate(arrays, ref, mode=mode, r_max=r_max, periodic=periodic, phase=phase,
-                             threshold=_threshold(threshold), names=names, n_crops=crops, seed=seed, progress=True)
+                             threshold=_threshold(threshold), names=names, n_crops=crops, seed=seed,
+                             progress=show_progress(), voxel_size=voxel_size, unit=unit or "um")
     paths = report.write_report(result, out_dir)
     if blocks:
         from ..drift import drift_report
@@ -81,4 +102,4 @@ def evaluate(generated: tuple[Path, ...], reference: Path, mode: str | None, r_m
     click.echo(report.format_table(result))
     for note in result.notes:
         click.echo(f"note: {note}")
-    click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+    say(f"wrote {', '.join(str(p) for p in paths)}")

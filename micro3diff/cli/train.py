@@ -7,7 +7,7 @@ import click
 
 from ..errors import UserError
 from ..schedule import DEFAULT_SCHEDULE, PAPER_SCHEDULE, ScheduleConfig
-from ._common import pick_device, user_errors
+from ._common import pick_device, quiet_option, say, show_progress, user_errors, voxel_size_option
 
 SCHEDULE_CHOICES = {"zsnr": DEFAULT_SCHEDULE, "paper": PAPER_SCHEDULE,
                     "cosine": ScheduleConfig(kind="cosine", prediction="v")}
@@ -64,7 +64,9 @@ def _dim_mults(value: str | None) -> tuple[int, ...] | None:
 @click.option("--fast/--no-fast", "fast", default=True, show_default=True,
               help="channels_last weights and batches (faster convolutions; --no-fast: the reference layout).")
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its newest checkpoint.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@voxel_size_option(" (default: the one the TIFFs' ImageJ / resolution tags record); stored in the checkpoint")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar (on a terminal).")
+@quiet_option
 @click.pass_context
 @user_errors
 def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, preset: str, schedule: str,
@@ -73,7 +75,7 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
           ema: float | None, save_every: int | None, keep: int | None, log_every: int | None,
           sample_every: int | None, axis: str, threshold: str | None, phases: int, no_augment: bool,
           plane: str | None, seed: int | None, device: str | None, threads: int | None, fast: bool, resume: bool,
-          progress: bool) -> None:
+          voxel_size: tuple[float, float, float] | None, unit: str | None, progress: bool) -> None:
     """Train a 2D DDPM on binary (or K-phase) micrographs in DATA (files or folders).
 
     \b
@@ -110,7 +112,7 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
         if not data:
             raise UserError("no training data given (DATA: image files, 3D volumes or folders)")
         data_cfg = DataConfig(paths=data, image_size=image_size, axis=axis, threshold=threshold, phases=phases,
-                              augment=not no_augment)
+                              augment=not no_augment, voxel_size=voxel_size, unit=unit)
         config = T.make_config(data_cfg, preset, model_dim=model_dim, dim_mults=_dim_mults(dim_mults), batch=batch,
                                schedule=SCHEDULE_CHOICES[schedule], channels_last=fast,
                                lr=lr, warmup=warmup, ema=ema, plane=plane, seed=seed, **changes)
@@ -120,9 +122,9 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
     require_memory(3 * config.batch * config.unet.forward_bytes(side, side),  # activations kept for backward
                    f"training on batches of {config.batch} {side}x{side} crops", dev,
                    "use a smaller --batch, --image-size or --model-dim")
-    path = T.train(config, out, resume=resume, device=dev, progress=progress)
+    path = T.train(config, out, resume=resume, device=dev, progress=progress and show_progress())
     if os.environ.get("RANK", "0") == "0":
-        click.echo(f"wrote {path}", err=True)
+        say(f"wrote {path}", err=True)
 
 
 @click.command()
@@ -137,6 +139,7 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
 @click.option("--device", help="cpu, cuda or cuda:N (default: cuda if available).")
 @click.option("-o", "--out", "out", required=True, type=click.Path(),
               help="grid.png (a tiled picture) or .npy/.tif (an (n, S, S) stack of phase labels).")
+@quiet_option
 @user_errors
 def sample2d(checkpoint: str, n: int, size: int | None, steps: int | None, method: str, seed: int,
              prior_mode: str, device: str | None, out: str) -> None:
@@ -174,4 +177,4 @@ def sample2d(checkpoint: str, n: int, size: int | None, steps: int | None, metho
     write_array(out, image_grid(images) if Path(out).suffix.lower() == ".png" else to_labels(images))
     write_json(f"{out}.json", {"model": ckpt.describe(), "n": n, "size": size, "steps": steps, "method": method,
                                "seed": seed, "prior": prior_mode, "seconds": seconds, "provenance": provenance()})
-    click.echo(f"wrote {out} ({n} images of {size}x{size}, {seconds:.1f} s)", err=True)
+    say(f"wrote {out} ({n} images of {size}x{size}, {seconds:.1f} s)", err=True)

@@ -4,7 +4,8 @@
 // Out-of-place fused_step accepts any strides (inputs are made contiguous); the in-place ops need a
 // contiguous x (it is updated where it lies); eps and noise may have any strides.
 #pragma once
-#include "micro3diff.h"
+#include <ATen/ATen.h>
+#include <torch/library.h>
 
 namespace m3d {
 

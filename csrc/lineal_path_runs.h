@@ -9,20 +9,16 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define M3D_HD __host__ __device__
-#else
-#define M3D_HD
-#endif
+#include "host_device.h"
 
 namespace m3d {
 
 // Windows of z + 1 voxels per line: n - z, or n when periodic.
-M3D_HD inline int64_t lineal_path_windows(int64_t n, int64_t z, bool periodic) { return periodic ? n : n - z; }
+M3D_HD int64_t lineal_path_windows(int64_t n, int64_t z, bool periodic) { return periodic ? n : n - z; }
 
 // Segments of z + 1 voxels inside the phase, from hist[c] = number of runs of length c (c = 1..n).
 template <typename Count>
-M3D_HD inline int64_t lineal_path_segments(const Count* hist, int64_t n, int64_t z, bool periodic) {
+M3D_HD int64_t lineal_path_segments(const Count* hist, int64_t n, int64_t z, bool periodic) {
   int64_t total = static_cast<int64_t>(hist[n]) * lineal_path_windows(n, z, periodic);
   for (int64_t c = z + 1; c < n; ++c) total += static_cast<int64_t>(hist[c]) * (c - z);
   return total;

@@ -1,7 +1,7 @@
-// Op schemas (one per op) and the Python module stub. Device implementations live in
-// csrc/cpu/<op>_cpu.cpp and csrc/cuda/cuda_ops.cpp; torch's dispatcher picks the device.
+// Op schemas (one per op) and the Python module stub. Device implementations live in csrc/cpu/<op>_cpu.cpp
+// and csrc/cuda/<op>_ops.cpp (torch glue around csrc/cuda/<op>_kernel.cu); torch's dispatcher picks the device.
 #include <Python.h>
-#include "micro3diff.h"
+#include <torch/library.h>
 
 extern "C" {
 // `import micro3diff._C` loads this library, which registers the ops below as a side effect.
@@ -19,7 +19,6 @@ TORCH_LIBRARY(micro3diff, m) {
   m.def("fused_step_(Tensor(a!) x, Tensor eps, float c_x, float c_eps, float c_z, Tensor? noise, int seed, int offset) -> ()");
   // In-place rotating variant, cubic volumes only (D == H == W): x <- R(c_x * x - c_eps * eps + c_z * z).
   m.def("fused_step_rotate_(Tensor(a!) x, Tensor eps, float c_x, float c_eps, float c_z, Tensor? noise, int seed, int offset) -> ()");
-  // --- metrics ops (lineal path, two-point binning): schemas below this line ---
   // Torquato lineal path by run lengths; x: (B, *spatial) uint8 (nonzero = phase) -> (B, ndim, z_max + 1) f64.
   m.def("lineal_path(Tensor x, int z_max, bool periodic) -> Tensor");
 }

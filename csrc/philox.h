@@ -21,11 +21,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "host_device.h"
+
 #ifdef __CUDACC__
-#define M3D_HD __host__ __device__ __forceinline__
 #define M3D_UNROLL _Pragma("unroll")
 #else
-#define M3D_HD inline __attribute__((always_inline))
 #define M3D_UNROLL _Pragma("GCC unroll 16")
 #endif
 

@@ -13,8 +13,8 @@
 #include <mutex>
 #include <vector>
 
+#include "lineal_path.h"
 #include "lineal_path_runs.h"
-#include "micro3diff.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack8 assumes little-endian bytes");
 
@@ -105,7 +105,7 @@ void scan_lanes(const uint8_t* base, int64_t n, int64_t step, int64_t lane, int6
 }
 
 at::Tensor lineal_path_cpu(const at::Tensor& x, int64_t z_max, bool periodic) {
-  m3d_check_lineal_path(x, z_max);
+  m3d::check_lineal_path_args(x, z_max);
   const int64_t batch = x.size(0), ndim = x.dim() - 1, numel = x.numel() / batch, nz = z_max + 1;
   at::Tensor out = at::empty({batch, ndim, nz}, x.options().dtype(at::kDouble));
   const uint8_t* data = x.data_ptr<uint8_t>();

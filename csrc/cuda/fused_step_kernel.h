@@ -1,4 +1,4 @@
-// Torch-free CUDA launchers of the fused multi-plane step (DESIGN.md 1.3); torch glue: cuda_ops.cpp.
+// Torch-free CUDA launchers of the fused multi-plane step (DESIGN.md 1.3); torch glue: fused_step_ops.cpp.
 //   out = R(c_x * x - c_eps * eps + c_z * z), z = noise or the Philox draw of philox.h.
 #pragma once
 #include <cuda_runtime.h>

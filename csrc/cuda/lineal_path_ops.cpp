@@ -5,12 +5,12 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "cuda/lineal_path_kernel.h"
-#include "micro3diff.h"
+#include "lineal_path.h"
 
 namespace {
 
 at::Tensor lineal_path_cuda(const at::Tensor& x, int64_t z_max, bool periodic) {
-  m3d_check_lineal_path(x, z_max);
+  m3d::check_lineal_path_args(x, z_max);
   TORCH_CHECK(x.is_cuda(), "x must be a CUDA tensor");
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t batch = x.size(0), ndim = x.dim() - 1;

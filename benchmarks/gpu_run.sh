@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU job in one command (issue 13), run from the repository root on the lent GPU machine:
+# The whole GPU job in one command, run from the repository root on the lent GPU machine:
 #
 #   bash benchmarks/gpu_run.sh "$OUT"            # the GPU run: give it timeout_s=570 (budget below: ~525 s)
 #   bash benchmarks/gpu_run.sh --smoke OUTDIR    # CPU, tiny sizes, no build: tests this script (tests/test_gpu_run.py)

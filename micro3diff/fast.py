@@ -1,4 +1,4 @@
-"""Sampler fast path (issue 7): how the sampler runs its network, the reference way or the fast way.
+"""Sampler fast path: how the sampler runs its network, the reference way or the fast way.
 
 ``Network`` is the one object the sampler loop calls for eps. With ``SamplerOptions()`` (all off) it is the
 reference: ``sampler._eps`` (fp32, eager, ``max_batch`` slices per forward), a device sync after every

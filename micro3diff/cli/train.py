@@ -6,6 +6,7 @@ import os
 import click
 
 from ..errors import UserError
+from ..sampler import PLANES
 from ..schedule import DEFAULT_SCHEDULE, PAPER_SCHEDULE, ScheduleConfig
 from ._common import pick_device, quiet_option, say, show_progress, user_errors, voxel_size_option
 
@@ -56,7 +57,7 @@ def _dim_mults(value: str | None) -> tuple[int, ...] | None:
 @click.option("--threshold", help="Binarise non-binary images at this value, or 'otsu'.")
 @click.option("--phases", type=int, default=2, show_default=True, help="K >= 3: one-hot multiphase training.")
 @click.option("--no-augment", is_flag=True, help="Disable 8-fold dihedral augmentation.")
-@click.option("--plane", type=click.Choice(["yz", "xz", "xy"]),
+@click.option("--plane", type=click.Choice(PLANES),
               help="Record the plane of a per-plane (anisotropic) model; consider --no-augment.")
 @click.option("--seed", type=int, help="Seed of weights, data order and noise (default 0).")
 @click.option("--device", help="cpu, cuda or cuda:N (default: cuda if available).")

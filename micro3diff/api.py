@@ -15,6 +15,7 @@ import numpy as np
 from .errors import UserError
 
 if TYPE_CHECKING:
+    from .anchors import Anchor
     from .checkpoint import Checkpoint
     from .report import EvaluationReport
 
@@ -102,16 +103,20 @@ def plane_checkpoints(model: ModelLike | Mapping[str, ModelLike], device: Any = 
 
 def sample(model: ModelLike | Mapping[str, ModelLike], shape: int | Sequence[int], n: int = 1, *,
            preset: str = "fast", seed: int = 0, volume_fraction: str | Sequence[float] | None = "auto",
-           prior: str = "standard", device: str | None = None, fast: bool = True, **kwargs: Any) -> np.ndarray:
+           prior: str = "standard", device: str | None = None, fast: bool = True,
+           anchors: Sequence[Anchor | tuple[str, int, Any]] | None = None, **kwargs: Any) -> np.ndarray:
     """``n`` volumes of ``shape`` (one side or (D, H, W)) as uint8 phase labels (n, D, H, W).
 
     ``model``: a name, path or ``Checkpoint``, or {"yz", "xz", "xy"} of them. ``volume_fraction``: as
     ``resolve_volume_fraction`` (default: steer to the training fractions when recorded, like ``m3d sample``).
     ``prior``: "standard" (N(0, I)) or "data" (q(x_T) from the training data). ``fast``: the fast path
-    (``SamplerOptions.fast``). Other keyword arguments go to ``micro3diff.sampler.sample_volume``
+    (``SamplerOptions.fast``). ``anchors``: measured slices every volume must contain exactly, as
+    ``micro3diff.anchors.Anchor`` s or (axis, index, image array or file) triples, axis "x" | "y" | "z" (array
+    axis D | H | W); images are phase-mapped like the model's training images. Other keyword arguments go to ``micro3diff.sampler.sample_volume``
     (steps, n_harmonize, method, eta, max_batch, periodic, ...). Volume i is the CLI's volume i of ``--seed seed``.
     """
     from . import sampler
+    from .anchors import Anchor, Anchors, anchors_from
     from .cli._common import pick_device
     from .schedule import NoiseSchedule
 
@@ -121,6 +126,9 @@ def sample(model: ModelLike | Mapping[str, ModelLike], shape: int | Sequence[int
     if prior not in ("standard", "data"):
         raise UserError(f"prior must be 'standard' or 'data', got {prior!r}")
     shape3 = (int(shape),) * 3 if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+    if anchors:
+        given = [a if isinstance(a, Anchor) else anchors_from([a], first.data)[0] for a in anchors]
+        kwargs["anchors"] = Anchors(given, shape3, first.unet.channels)
     res = sampler.sample_volume({p: c.model for p, c in plane_ckpts.items()}, NoiseSchedule(first.schedule),
                                 shape3, n, preset=preset, seed=seed, device=dev,
                                 options=sampler.SamplerOptions.fast(dev) if fast else None,

@@ -31,6 +31,7 @@ from . import ops
 from .errors import UserError
 from .fast import SamplerOptions, network
 from .schedule import Affine, NoiseSchedule
+from .anchors import Anchors
 from .unet import set_periodic
 from .volume_fraction import check_targets, steer
 
@@ -84,7 +85,8 @@ def sampler_settings(preset: str | SamplerPreset = "fast", *, steps: int | None 
 
 @dataclass(frozen=True)
 class StepRecord:
-    """After step ``index`` (0-based, noisy to clean) of ``n_steps``, at model timestep ``t``.
+    """After step ``index`` (0-based, noisy to clean) of ``n_steps``, at model timestep ``t``, of a run with
+    ``settings`` on volumes with ``seeds``.
 
     ``plane``: the plane of the step's last denoiser call. ``x``: (V, C, D, H, W) view of the current
     sample (not a copy: clone it to keep it). ``nfe``, ``seconds``, ``seconds_network``: totals so far
@@ -100,6 +102,8 @@ class StepRecord:
     nfe: int
     seconds: float
     seconds_network: float
+    settings: SamplerPreset
+    seeds: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -191,7 +195,8 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
                        max_batch: int | None = None, rotate: bool = True, rotate_between_harmonize: bool = False,
                        periodic: bool = False, options: SamplerOptions | None = None,
                        prior: tuple[Sequence[float], Sequence[float]] | None = None,
-                       volume_fraction: Sequence[float] | None = None) -> Iterator[StepRecord]:
+                       volume_fraction: Sequence[float] | None = None,
+                       anchors: Anchors | None = None) -> Iterator[StepRecord]:
     """Run Algorithm 1 on ``n_volumes`` volumes of ``shape`` (D, H, W), yielding a StepRecord after every step.
 
     ``model``: eps-model ``(B, C, h, w), (B,) -> (B, C, h, w)`` on ``device`` (default: its own), or a dict
@@ -203,6 +208,8 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
     Gaussian approximation of q(x_T) (``NoiseSchedule.prior``) instead of N(0, I).
     ``volume_fraction``: target phase fractions (one channel: [phi]; K channels: K values): every call's
     output is steered so that x0-hat has them (``volume_fraction.steer``); None: no control.
+    ``anchors``: measured slices (``micro3diff.anchors.Anchors`` of ``shape``): before every call their voxels
+    are set to the anchor diffused to the call's noise level, and x_0 holds them exactly; None: unanchored.
     ``options``: how the network runs (micro3diff.fast; None: the reference, fp32 eager, synced timing);
     ``SamplerOptions.fast(device)`` is the fast path (bf16 autocast, channels_last, CUDA graph on CUDA).
     """
@@ -226,6 +233,9 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
     C = channels.pop()
     targets = None if volume_fraction is None else check_targets(volume_fraction, C)
     seeds = [seed + v for v in range(n_volumes)]
+    if anchors is not None and tuple(anchors.mask.shape) != (D, H, W):
+        raise UserError(f"anchors are for a {tuple(anchors.mask.shape)} volume, not {(D, H, W)}")
+    anchor_noise = [torch.Generator().manual_seed(s + (1 << 40)) for s in seeds]  # apart from x_T's streams
     max_batch = max_batch or n_volumes * max(D, H, W)
 
     start, paused, nfe, turns, offset = time.perf_counter(), 0.0, 0, 0, 0
@@ -237,6 +247,8 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
             calls = 1 if final else cfg.n_harmonize  # Alg. 1 line 9 ("t > 1"): no renoise at t = 1
             for h in range(calls):
                 plane = PLANES[turns % 3]
+                if anchors is not None:
+                    anchors.impose(x.permute(_CANONICAL[turns % 3]), step.alphabar, anchor_noise)
                 eps = net(plane, x, step.t)  # timed inside (synced, or CUDA events in the fast path)
                 if targets is not None:
                     eps = steer(x, eps, step.predictor, targets)
@@ -245,36 +257,27 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
                 # eq. 17 (+ eq. 21 renoise, composed) as one affine map; R to the next plane after the step
                 x = _update(x, eps, step.denoise if last else step.harmonize, turn, seeds, offset)
                 offset, turns, nfe = offset + 1, turns + turn, nfe + 1  # a Philox stream per update
+            if final and anchors is not None:
+                anchors.impose(x.permute(_CANONICAL[turns % 3]), 1.0, anchor_noise)  # exact in x_0
             if net.options.sync_timing or final:
                 net.sync()
             t_yield = time.perf_counter()
             yield StepRecord(i, len(reverse), step.t, plane, x.permute(_CANONICAL[turns % 3]), nfe,
-                             t_yield - start - paused, net.seconds(wait=final))
+                             t_yield - start - paused, net.seconds(wait=final), cfg, tuple(seeds))
             paused += time.perf_counter() - t_yield
 
 
 def sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: NoiseSchedule,
-                  shape: tuple[int, int, int], n_volumes: int = 1, *, preset: str | SamplerPreset = "fast",
-                  steps: int | None = None, n_harmonize: int | None = None, method: str | None = None,
-                  eta: float | None = None, seed: int = 0, device: torch.device | str | None = None,
-                  max_batch: int | None = None, rotate: bool = True, rotate_between_harmonize: bool = False,
-                  periodic: bool = False, options: SamplerOptions | None = None,
-                  prior: tuple[Sequence[float], Sequence[float]] | None = None,
-                  volume_fraction: Sequence[float] | None = None,
-                  callback: Callable[[StepRecord], None] | None = None) -> SampleResult:
-    """Sample ``n_volumes`` volumes of ``shape`` (D, H, W); arguments as ``iter_sample_volume``.
+                  shape: tuple[int, int, int], n_volumes: int = 1, *,
+                  callback: Callable[[StepRecord], None] | None = None, **kwargs) -> SampleResult:
+    """Sample ``n_volumes`` volumes of ``shape`` (D, H, W); keyword arguments as ``iter_sample_volume``.
 
     ``callback(record)`` runs after every step (progress bars; an exception it raises stops the run).
     Returns the (V, C, D, H, W) volumes, their seeds and timings; ``.phases`` gives (V, D, H, W) uint8.
     """
-    records = iter_sample_volume(model, schedule, shape, n_volumes, preset=preset, steps=steps,
-                                 n_harmonize=n_harmonize, method=method, eta=eta, seed=seed, device=device,
-                                 max_batch=max_batch, rotate=rotate, rotate_between_harmonize=rotate_between_harmonize,
-                                 periodic=periodic, options=options, prior=prior, volume_fraction=volume_fraction)
+    records = iter_sample_volume(model, schedule, shape, n_volumes, **kwargs)
     with contextlib.closing(records):  # restores the models' padding even when the callback raises
         for rec in records:
             if callback is not None:
                 callback(rec)
-    cfg = sampler_settings(preset, steps=steps, n_harmonize=n_harmonize, method=method, eta=eta)
-    return SampleResult(rec.x.contiguous(), tuple(range(seed, seed + n_volumes)), cfg, rec.nfe, rec.seconds,
-                        rec.seconds_network)
+    return SampleResult(rec.x.contiguous(), rec.seeds, rec.settings, rec.nfe, rec.seconds, rec.seconds_network)

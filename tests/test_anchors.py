@@ -1,0 +1,128 @@
+"""Anchored reconstruction: closed-form oracles (DESIGN.md 1.5), exact anchors, phase mapping, clear errors."""
+import numpy as np
+import pytest
+import torch
+
+from micro3diff import api
+from micro3diff.anchors import (Anchor, Anchors, anchors_from, parse_anchor, parse_stack, stack_anchors,
+                                to_labels)
+from micro3diff.errors import UserError
+from micro3diff.sampler import sample_volume
+from test_sampler import SCHEDULE, ConstantOracle, GaussianOracle
+
+BINARY = {"phases": 2, "threshold": None}
+
+
+def pattern(h: int, w: int, k: int = 3) -> np.ndarray:
+    return (np.arange(h * w).reshape(h, w) % k == 0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape, n_h", [((16, 16, 16), 2), ((8, 12, 16), 1), ((8, 12, 16), 3)])
+def test_iid_gaussian_free_voxels_unchanged_and_anchors_exact(shape, n_h):
+    """i.i.d. data: the exact denoiser acts voxel by voxel, so anchoring must leave every free voxel as the
+    unanchored run made it (same seed: the same bits), and the anchored voxels end exactly at +-1."""
+    truth = (torch.rand(shape, generator=torch.Generator().manual_seed(0)) < 0.3).numpy().astype(np.uint8)
+    anchors = Anchors([Anchor("x", 1, truth[1]), Anchor("y", shape[1] - 1, truth[:, -1]), Anchor("z", 0, truth[:, :, 0])],
+                      shape, 1)
+    kw = dict(steps=20, n_harmonize=n_h, seed=4)
+    free = sample_volume(GaussianOracle(0.5), SCHEDULE, shape, 2, **kw).volume[:, 0]
+    out = sample_volume(GaussianOracle(0.5), SCHEDULE, shape, 2, anchors=anchors, **kw).volume[:, 0]
+    m = anchors.mask
+    assert torch.equal(out[:, ~m], free[:, ~m])
+    assert torch.equal(out[:, m], anchors.known[0][m].expand(2, -1))
+    assert 0 < anchors.fraction < 1
+
+
+def test_constant_image_model_fills_the_volume_with_the_anchors_constant():
+    """Constant images: every slice in every plane is constant, so one anchored face fixes the whole volume.
+    Harmonization is what carries the anchor inward (RePaint): more passes, closer."""
+    shape = (8, 8, 8)
+    anchors = Anchors([Anchor("x", 0, np.ones((8, 8), np.uint8))], shape, 1)
+    dev = {n_h: (sample_volume(ConstantOracle(1.0), SCHEDULE, shape, 2, steps=100, n_harmonize=n_h, seed=3,
+                               anchors=anchors).volume - 1).abs().max().item() for n_h in (1, 10)}
+    assert dev[10] < 0.05, dev
+    assert dev[1] > 2 * dev[10], dev
+
+
+def test_anchored_volume_does_not_depend_on_the_batch():
+    shape = (8, 8, 8)
+    anchors = Anchors([Anchor("z", 3, pattern(8, 8))], shape, 1)
+    kw = dict(steps=6, n_harmonize=2, anchors=anchors)
+    both = sample_volume(GaussianOracle(0.5), SCHEDULE, shape, 2, seed=10, **kw).volume
+    second = sample_volume(GaussianOracle(0.5), SCHEDULE, shape, 1, seed=11, **kw).volume
+    assert torch.equal(both[1], second[0])
+
+
+def test_multiphase_anchor_one_hot():
+    labels = np.array([[0, 1], [2, 1]], np.uint8)
+    a = Anchors([Anchor("x", 0, labels)], (2, 2, 2), 3)
+    assert a.known.shape == (3, 2, 2, 2)
+    assert torch.equal(a.known[:, 0].argmax(0), torch.from_numpy(labels).long())
+    assert set(a.known[:, 0].unique().tolist()) == {-1.0, 1.0}
+
+
+def test_labels_follow_the_training_rules():
+    img = np.array([[0, 255], [255, 0]], np.uint8)
+    assert to_labels(img, BINARY).tolist() == [[0, 1], [1, 0]]
+    grey = np.array([[10.0, 200.0], [90.0, 120.0]])
+    assert to_labels(grey, {"phases": 2, "threshold": 100.0}).tolist() == [[0, 1], [0, 1]]
+    with pytest.raises(UserError, match="not a two-phase image"):
+        to_labels(grey, BINARY)
+    data3 = {"phases": 3, "phase_values": [0, 7, 9]}
+    assert to_labels(np.array([[9, 0], [7, 7]]), data3).tolist() == [[2, 0], [1, 1]]
+    with pytest.raises(UserError, match="none of the model's phase values"):
+        to_labels(np.array([[9, 3]]), data3)
+
+
+def test_stack_of_sections_every_k():
+    stack = np.stack([pattern(6, 6, k) for k in (2, 3, 4)])
+    got = stack_anchors("y", stack * 255, 4, BINARY, start=1)
+    assert [(a.axis, a.index) for a in got] == [("y", 1), ("y", 5), ("y", 9)]
+    assert np.array_equal(got[2].labels, pattern(6, 6, 4))
+    with pytest.raises(UserError, match="outside the volume"):
+        Anchors(got, (6, 8, 6), 1)
+
+
+def test_specs_parse():
+    assert parse_anchor("z=12:a/b:c.tif") == ("z", 12, "a/b:c.tif")
+    assert parse_stack("x:sections.tif") == ("x", "sections.tif")
+    for bad in ("q=1:f.tif", "x=1", "x:f.tif", "x=a:f.tif", "x=1:"):
+        with pytest.raises(UserError, match="bad --anchor"):
+            parse_anchor(bad)
+    for bad in ("x", "w:f.tif", "x:"):
+        with pytest.raises(UserError, match="bad --anchors"):
+            parse_stack(bad)
+
+
+@pytest.mark.parametrize("anchors, match", [
+    ([Anchor("x", 0, pattern(4, 5))], "slice of the 8x8x8 volume at fixed x is 8x8"),
+    ([Anchor("z", 8, pattern(8, 8))], "outside the volume"),
+    ([Anchor("x", -1, pattern(8, 8))], "outside the volume"),
+    ([Anchor("x", 0, pattern(8, 8) * 2)], "has phase 2; the model has 2"),
+    ([Anchor("x", 0, pattern(8, 8)), Anchor("y", 0, 1 - pattern(8, 8))], "disagrees with another anchor"),
+    ([Anchor("t", 0, pattern(8, 8))], "axis must be one of"),
+    ([], "no anchors"),
+])
+def test_bad_anchors_raise_user_error(anchors, match):
+    with pytest.raises(UserError, match=match):
+        Anchors(anchors, (8, 8, 8), 1)
+
+
+def test_volume_and_anchor_shapes_must_agree():
+    anchors = Anchors([Anchor("x", 0, pattern(8, 8))], (8, 8, 8), 1)
+    with pytest.raises(UserError, match="anchors are for a"):
+        sample_volume(GaussianOracle(0.5), SCHEDULE, (8, 8, 12), steps=2, n_harmonize=1, anchors=anchors)
+    with pytest.raises(UserError, match="one 2D slice"):
+        anchors_from([("x", 0, np.zeros((2, 8, 8), np.uint8))], BINARY)
+
+
+def test_api_sample_holds_anchor_files_exactly(tmp_path):
+    """The shipped model, a face read from a 0/255 TIFF and an in-memory section: both come back bit for bit."""
+    face = pattern(16, 16, 7)
+    api.save(tmp_path / "face.tif", face)
+    section = pattern(16, 16, 3)
+    section[0] = face[:, 5]  # agrees with the face where they cross (x = 0, z = 5)
+    vols = api.sample("spheres", 16, n=2, steps=3, n_harmonize=1, seed=2,
+                      anchors=[("x", 0, tmp_path / "face.tif"), ("z", 5, section)])
+    assert np.array_equal(vols[:, 0], np.broadcast_to(face, (2, 16, 16)))
+    assert np.array_equal(vols[:, :, :, 5], np.broadcast_to(section, (2, 16, 16)))

@@ -1,4 +1,4 @@
-"""Volumes as VTK XML ImageData (``.vti``) for ParaView and other VTK tools, without a VTK dependency.
+"""Volumes as VTK XML ImageData (``.vti``) for ParaView and other VTK tools; VTK (``pip install vtk``) is optional.
 
 Axis order: our arrays are (D, H, W) in C order, so W varies fastest. VTK's x varies fastest, so
 x = W, y = H, z = D, and the bytes go out unchanged. ``spacing`` and ``origin`` are given in our order
@@ -8,6 +8,7 @@ binary, little-endian, UInt64 headers, zlib-compressed in blocks by default, eac
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
 import zlib
 from pathlib import Path
@@ -97,25 +98,68 @@ def write_vti(
 
 
 def read_vti(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...], tuple[float, ...]]:
-    """Read a ``.vti`` of the kind ``write_vti`` writes (one appended raw array, optional zlib).
+    """Read a ``.vti``: through VTK's own reader when the ``vtk`` package is installed (any file VTK writes), else
+    the built-in reader (what ``write_vti`` writes; anything else: one line saying to ``pip install vtk``).
 
-    Returns (volume (D, H, W), spacing (d, h, w), origin (d, h, w)). Raises UserError for anything else.
+    Returns (volume (D, H, W), spacing (d, h, w), origin (d, h, w)). Raises UserError if unreadable.
     """
     path = Path(path)
     try:
+        from vtkmodules.vtkIOXML import vtkXMLImageDataReader
+    except ImportError:
+        return _read_builtin(path)
+    return _read_with_vtk(path, vtkXMLImageDataReader())
+
+
+def _read_with_vtk(path: Path, reader) -> tuple[np.ndarray, tuple[float, ...], tuple[float, ...]]:
+    """The first one-component array of an ImageData file (cell data first, else point data) via VTK."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkCommonCore import vtkObject
+
+    if not reader.CanReadFile(str(path)):
+        raise UserError(f"cannot read {path} as .vti: VTK's reader does not recognise it as VTK ImageData")
+    shown = vtkObject.GetGlobalWarningDisplay()
+    vtkObject.GlobalWarningDisplayOff()  # a damaged file gives the one line below, not VTK's log
+    try:
+        reader.SetFileName(str(path))
+        reader.Update()
+    finally:
+        vtkObject.SetGlobalWarningDisplay(shown)
+    image = reader.GetOutput()
+    nx, ny, nz = image.GetDimensions()
+    for data, shape in ((image.GetCellData(), (max(nz - 1, 1), max(ny - 1, 1), max(nx - 1, 1))),
+                        (image.GetPointData(), (nz, ny, nx))):
+        array = data.GetScalars() if data.GetScalars() is not None else data.GetArray(0)
+        if array is not None and array.GetNumberOfComponents() == 1 and array.GetNumberOfTuples() == np.prod(shape):
+            volume = np.array(vtk_to_numpy(array)).reshape(shape)
+            return volume, tuple(reversed(image.GetSpacing())), tuple(reversed(image.GetOrigin()))
+    raise UserError(f"cannot read {path} as .vti: VTK's reader found no one-component image array in it")
+
+
+class _Unsupported(Exception):
+    """A valid .vti in an encoding the built-in reader does not read."""
+
+
+def _read_builtin(path: Path) -> tuple[np.ndarray, tuple[float, ...], tuple[float, ...]]:
+    """The reader without VTK: one appended raw array, optional zlib (what ``write_vti`` writes)."""
+    try:
         data = path.read_bytes()
-        start = data.index(b"<AppendedData")
-        root = ET.fromstring(data[:start] + b"</VTKFile>")
-        marker = data.index(b"_", start) + 1
+        start = data.find(b"<AppendedData")
+        root = ET.fromstring(data if start < 0 else data[:start] + b"</VTKFile>")
         image = root.find("ImageData")
         array = image.find("Piece/CellData/DataArray")
         cells = array is not None
         if not cells:
             array = image.find("Piece/PointData/DataArray")
+        if array.get("format") != "appended":
+            raise _Unsupported(f"{array.get('format')} data arrays")
+        encoding = re.match(rb'<AppendedData\s+encoding="(\w+)"', data[start:])
+        if not encoding or encoding[1] != b"raw":
+            raise _Unsupported(f"{encoding[1].decode() if encoding else 'unknown'}-encoded appended data")
         extent = [int(v) for v in image.get("WholeExtent").split()]
         dtype = np.dtype({v: k for k, v in _VTK_TYPES.items()}[array.get("type")]).newbyteorder("<")
         header = np.dtype("<u8" if root.get("header_type") == "UInt64" else "<u4")
-        body = data[marker + int(array.get("offset")) :]
+        body = data[data.index(b"_", start) + 1 + int(array.get("offset")):]
         if root.get("compressor") is None:
             n = int(np.frombuffer(body, header, 1)[0])
             raw = body[header.itemsize : header.itemsize + n]
@@ -125,13 +169,13 @@ def read_vti(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...], tu
             ends = header.itemsize * (3 + n_blocks) + np.cumsum(sizes)
             raw = b"".join(zlib.decompress(body[e - s : e]) for s, e in zip(sizes, ends))
         else:
-            raise UserError(f"{path}: unsupported compressor {root.get('compressor')}")
+            raise _Unsupported(f"{root.get('compressor')} compression")
         spacing = tuple(float(v) for v in reversed(image.get("Spacing").split()))
         origin = tuple(float(v) for v in reversed(image.get("Origin").split()))
-    except UserError:
-        raise
     except Exception as exc:  # a foreign or damaged file fails in many ways
-        raise UserError(f"cannot read {path} as .vti: {type(exc).__name__}: {exc}") from None
+        reason = str(exc) if isinstance(exc, _Unsupported) else f"{type(exc).__name__}: {exc}"
+        raise UserError(f"cannot read {path} with the built-in .vti reader ({reason}); pip install vtk to read "
+                        f"every .vti that VTK writes") from None
     w, h, d = (extent[1] - extent[0], extent[3] - extent[2], extent[5] - extent[4])
     shape = (d, h, w) if cells else (d + 1, h + 1, w + 1)
     if len(raw) != dtype.itemsize * int(np.prod(shape)):

@@ -108,6 +108,25 @@ def stack_anchors(axis: str, stack: ImageLike, every: int, data: dict, start: in
     return [Anchor(axis, start + j * every, labels[j]) for j in range(labels.shape[0])]
 
 
+def from_cli(single: Sequence[str], stack: str | None, every: int | None, data: dict) -> list[Anchor]:
+    """``--anchor AXIS=INDEX:FILE`` (each of ``single``) and ``--anchors AXIS:FILE --every K`` -> Anchors."""
+    if (stack is None) != (every is None):
+        raise UserError("--anchors AXIS:FILE and --every K go together")
+    out = anchors_from([parse_anchor(s) for s in single], data)
+    if stack is not None:
+        axis, path = parse_stack(stack)
+        out += stack_anchors(axis, path, every, data)
+    return out
+
+
+def describe(anchors: Sequence[Anchor]) -> list[dict]:
+    """JSON-able record of anchors for sidecars: axis, index and a hash of the labels."""
+    import hashlib
+
+    return [{"axis": a.axis, "index": a.index, "sha256": hashlib.sha256(np.ascontiguousarray(a.labels)).hexdigest()}
+            for a in anchors]
+
+
 class Anchors:
     """The anchored voxels of a (D, H, W) volume: ``mask`` (D, H, W) bool, ``known`` (C, D, H, W) x_0 values."""
 

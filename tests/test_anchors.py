@@ -126,3 +126,50 @@ def test_api_sample_holds_anchor_files_exactly(tmp_path):
                       anchors=[("x", 0, tmp_path / "face.tif"), ("z", 5, section)])
     assert np.array_equal(vols[:, 0], np.broadcast_to(face, (2, 16, 16)))
     assert np.array_equal(vols[:, :, :, 5], np.broadcast_to(section, (2, 16, 16)))
+
+
+def cli(*args):
+    from click.testing import CliRunner
+
+    from micro3diff.cli import main
+
+    return CliRunner().invoke(main, ["sample", *map(str, args)])
+
+
+def test_cli_face_and_sections_exact_and_recorded(ckpt, tmp_path):
+    """m3d sample --anchor x=0:face.tif --anchors z:sections.tif --every 4 on the 8^3 test model."""
+    import json
+
+    rng = np.random.default_rng(0)
+    truth = (rng.random((8, 8, 8)) < 0.4).astype(np.uint8)
+    api.save(tmp_path / "face.tif", truth[0])
+    np.save(tmp_path / "sections.npy", np.moveaxis(truth[:, :, ::4], 2, 0))  # (2, D, H): z = 0, 4
+    res = cli(ckpt, "--anchor", f"x=0:{tmp_path / 'face.tif'}", "--anchors", f"z:{tmp_path / 'sections.npy'}",
+              "--every", 4, "--steps", 3, "--harmonize", 2, "--format", "npy", "-o", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    vol = np.load(tmp_path / "out" / "tiny_0.npy")
+    assert np.array_equal(vol[0], truth[0]) and np.array_equal(vol[:, :, ::4], truth[:, :, ::4])
+    side = json.loads((tmp_path / "out" / "tiny_0.json").read_text())
+    assert [(a["axis"], a["index"]) for a in side["anchors"]] == [("x", 0), ("z", 0), ("z", 4)]
+    again = cli(ckpt, "--anchor", f"x=0:{tmp_path / 'face.tif'}", "--steps", 3, "--harmonize", 2,
+                "--format", "npy", "-o", tmp_path / "out")
+    assert again.exit_code == 2 and "other settings (anchors was" in again.output
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--every", "4"], "go together"),
+    (["--anchors", "z:{d}/face.tif"], "go together"),
+    (["--anchor", "x=0:{d}/missing.tif"], "missing.tif"),
+    (["--anchor", "y=2:{d}/small.npy"], "is 4x4, but a slice of the 8x8x8 volume at fixed y is 8x8"),
+    (["--anchor", "x=9:{d}/face.tif"], "outside the volume"),
+    (["--anchor", "x=0:{d}/grey.npy"], "not a two-phase image"),
+    (["--anchor", "w=0:{d}/face.tif"], "bad --anchor"),
+])
+def test_cli_bad_anchors_one_line_exit_2(ckpt, tmp_path, extra, match):
+    api.save(tmp_path / "face.tif", pattern(8, 8))
+    np.save(tmp_path / "small.npy", pattern(4, 4))
+    np.save(tmp_path / "grey.npy", np.linspace(0, 1, 64).reshape(8, 8))
+    res = cli(ckpt, *[e.format(d=tmp_path) for e in extra], "--steps", 2, "--harmonize", 1, "-o", tmp_path / "o")
+    assert res.exit_code == 2, res.output
+    assert match in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -115,6 +115,12 @@ def _changed(sidecar: Path, recipe: dict) -> str | None:
               help="Steer every denoiser call so the predicted x0 has these phase fractions: 'data' (the training "
                    "data's, from the checkpoint), 'off', numbers (one for two phases, K summing to 1 for K), or "
                    "'auto' (data when the checkpoint records them, else off).")
+@click.option("--anchor", "anchor_specs", multiple=True, metavar="AXIS=INDEX:FILE",
+              help="A measured slice every volume must contain exactly (repeatable), AXIS x, y or z = array axis D, "
+                   "H or W: e.g. x=0:face.tif (a D-slice, H x W). Phases as the training images'.")
+@click.option("--anchors", "stack_spec", metavar="AXIS:FILE",
+              help="Serial sections: slice j of the stack FILE at index j * --every along AXIS.")
+@click.option("--every", type=int, help="Section spacing of --anchors, in voxels.")
 @click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
 @click.option("--format", "fmt", default="tif", show_default=True, metavar="tif,vti,npy",
               help="Any comma-separated set: tif (ImageJ stack, Fiji), vti (VTK image data, ParaView), npy; "
@@ -128,7 +134,8 @@ def _changed(sidecar: Path, recipe: dict) -> str | None:
 def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, shape: tuple[int, ...],
            count: int, preset: str, steps: int | None, n_harmonize: int | None, method: str | None,
            eta: float | None, seed: int, device: str | None, max_batch: int | None, prior_mode: str,
-           periodic: bool, fast: bool, vf_spec: str, threads: int | None, fmt: str,
+           periodic: bool, fast: bool, vf_spec: str, anchor_specs: tuple[str, ...], stack_spec: str | None,
+           every: int | None, threads: int | None, fmt: str,
            voxel_size: tuple[float, float, float] | None, unit: str | None, out_dir: Path, stem: str | None, overwrite: bool) -> None:
     """Generate COUNT volumes from MODEL (a checkpoint file or a shipped model name).
 
@@ -138,6 +145,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     """
     import torch
 
+    from ..anchors import Anchors, describe, from_cli
     from ..api import plane_checkpoints, resolve_volume_fraction
     from ..io import provenance, voxel_size3, write_json, write_phases
     from ..ortho import write_orthoslices
@@ -182,6 +190,8 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     options = sampler.SamplerOptions.fast(dev) if fast else None
     prior = first.prior if prior_mode == "data" else None
     volume_fraction = resolve_volume_fraction(_volume_fraction(vf_spec), first)
+    anchor_list = from_cli(anchor_specs, stack_spec, every, first.data)
+    anchors = Anchors(anchor_list, shape, first.unet.channels) if anchor_list else None
 
     todo = range(rank, count, world)
     bar = progress_bar(total=len(todo) * settings.steps, desc="sampling", unit="step", leave=False)
@@ -192,6 +202,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
         recipe = {"seed": seed + i, "shape": list(shape), "periodic": periodic,
                   "prior": prior_mode if prior else "standard",
                   "volume_fraction": list(volume_fraction) if volume_fraction else None,
+                  "anchors": describe(anchor_list) or None,
                   **{f: getattr(settings, f) for f in ("steps", "n_harmonize", "method", "eta")},
                   "models": {p: c.sha256 for p, c in plane_ckpts.items()}}
         if not overwrite and all(p.exists() for p in [*arrays, ortho, sidecar]):
@@ -206,7 +217,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
         bar.set_postfix_str(f"volume {i}")
         res = sampler.sample_volume(models, schedule, shape, 1, preset=settings, seed=seed + i, device=dev,
                                     max_batch=max_batch, periodic=periodic, options=options, prior=prior,
-                                    volume_fraction=volume_fraction, callback=lambda rec: bar.update())
+                                    volume_fraction=volume_fraction, anchors=anchors, callback=lambda rec: bar.update())
         if not torch.isfinite(res.volume).all():
             raise UserError(f"volume {i} came out with NaN or infinite values; nothing written for it")
         phases, n_phases = res.phases[0].cpu().numpy(), max(2, res.volume.shape[1])

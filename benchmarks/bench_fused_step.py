@@ -7,22 +7,10 @@ The fuller table (256^3, bandwidth, copy ceiling, JSON) is benchmarks/fused_step
 import pytest
 import torch
 
-from micro3diff import _ext, reference
+from fused_step_report import cases
+from micro3diff import _ext
 
-COEF = (0.97, 0.31, 0.52)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def _impls(x, eps, noise):
-    """name -> zero-argument callable; the in-place one rewrites x (harmless: timing only)."""
-    F = torch.ops.micro3diff
-    return {
-        "fused philox": lambda: F.fused_step(x, eps, *COEF, True, None, 1, 2),
-        "fused noise": lambda: F.fused_step(x, eps, *COEF, True, noise, 1, 2),
-        "fused in-place philox": lambda: F.fused_step_rotate_(x, eps, *COEF, None, 1, 2),
-        "reference philox": lambda: reference.fused_step(x, eps, *COEF, rotate=True, seed=1, offset=2),
-        "reference noise": lambda: reference.fused_step(x, eps, *COEF, rotate=True, noise=noise),
-    }
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -32,10 +20,8 @@ def _impls(x, eps, noise):
 def test_fused_step(benchmark, device, size, impl):
     if not _ext.has_kernel("fused_step", device):
         pytest.skip(f"compiled {device} kernels not built")
-    shape = (1, size, 1, size, size)
-    x, eps, noise = (torch.randn(shape, device=device) for _ in range(3))
-    fn = _impls(x, eps, noise)[impl]
+    fn = cases(size, torch.device(device))[impl]
     run = (lambda: (fn(), torch.cuda.synchronize())) if device == "cuda" else fn
     benchmark.group = f"{device} {size}^3"
-    benchmark.extra_info["voxels"] = x.numel()
+    benchmark.extra_info["voxels"] = size**3
     benchmark(run)

@@ -3,20 +3,16 @@
     pytest benchmarks/bench_sampler.py --benchmark-enable
 """
 import pytest
-import torch
 
+from _bench import random_unet
 from micro3diff import _ext
 from micro3diff.sampler import sample_volume
 from micro3diff.schedule import NoiseSchedule
-from micro3diff.unet import UNET_PRESETS, UNet
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    model = UNet(UNET_PRESETS["small"]).eval()
-    torch.nn.init.normal_(model.out_conv.weight, std=0.02)  # zero-initialised otherwise: eps = 0
-    return model
+    return random_unet("small")
 
 
 @pytest.mark.parametrize("ops", ["compiled", "reference"])

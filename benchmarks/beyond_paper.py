@@ -1,4 +1,4 @@
-"""Beyond the paper (issue 8): one measured result per capability, written to benchmarks/results/beyond_paper.json.
+"""Beyond the paper: one measured result per capability, written to benchmarks/results/beyond_paper.json.
 
     PYTHONPATH=. python benchmarks/beyond_paper.py train --minutes 9   # data + 4 tiny trainings side by side
     PYTHONPATH=. python benchmarks/beyond_paper.py measure             # sample, measure, write the JSON
@@ -20,26 +20,19 @@ Everything heavy runs through the ``m3d`` CLI (the commands are recorded in the 
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _bench
+from micro3diff import drift, planes, synth
+from micro3diff.io import read_array, write_array, write_json
+from micro3diff.vti import read_vti
 
-from micro3diff import drift, planes, synth  # noqa: E402
-from micro3diff.io import provenance, read_array, write_array, write_json  # noqa: E402
-from micro3diff.vti import read_vti  # noqa: E402
-
-ROOT = REPO / "runs" / "beyond"
-RESULT = REPO / "benchmarks" / "results" / "beyond_paper.json"
-M3D = [sys.executable, "-c", "from micro3diff.cli import main; main()"]
+ROOT = _bench.REPO / "runs" / "beyond"
 TRAIN = ["--preset", "tiny", "--image-size", "32", "--lr", "1e-3", "--warmup", "50", "--save-every", "50",
          "--log-every", "10", "--threads", "1", "--seed", "0", "--no-progress"]
 ANISO_AXES = (12.0, 4.0, 4.0)
@@ -49,10 +42,8 @@ COMMANDS: list[str] = []
 
 def m3d(*args: str) -> None:
     """Run ``m3d ARGS`` (recorded in COMMANDS) with one thread."""
-    cmd = ["m3d", *map(str, args)]
-    COMMANDS.append(" ".join(cmd))
-    subprocess.run([*M3D, *cmd[1:]], check=True, cwd=REPO,
-                   env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    COMMANDS.append(" ".join(["m3d", *map(str, args)]))
+    _bench.run_m3d(*args, threads=1)
 
 
 def make_data() -> dict[str, Path]:
@@ -81,9 +72,8 @@ def train(minutes: float) -> None:
         cmd = ["m3d", "train", str(data), *extra, *TRAIN, "--steps", "100000", "-o", str(out)]
         COMMANDS.append(" ".join(cmd))
         log = open(out.with_suffix(".log"), "w")
-        procs.append(subprocess.Popen(["timeout", str(int(minutes * 60)), "nice", "-n", "10", *M3D, *cmd[1:]],
-                                      cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                      env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}))
+        procs.append(subprocess.Popen(["timeout", str(int(minutes * 60)), "nice", "-n", "10", *_bench.M3D, *cmd[1:]],
+                                      cwd=_bench.REPO, stdout=log, stderr=subprocess.STDOUT, env=_bench.m3d_env(1)))
     for p in procs:
         p.wait()
     write_json(ROOT / "train_commands.json", {"commands": COMMANDS, "minutes": minutes})
@@ -194,17 +184,15 @@ def measure() -> None:
     results = {"any_size": any_size(), "periodic": periodic(), "anisotropic": anisotropic(),
                "multiphase": multiphase(), "vti": vti()}
     train_cmds = ROOT / "train_commands.json"
-    write_json(RESULT, {
-        "benchmark": "beyond_paper", "device": "cpu", "cpu_count": os.cpu_count(),
-        "load_average_at_end": list(os.getloadavg()), "command": "PYTHONPATH=. python benchmarks/beyond_paper.py "
-        "train --minutes 10 && PYTHONPATH=. python benchmarks/beyond_paper.py measure",
+    _bench.write_result(_bench.RESULTS / "beyond_paper.json", {
+        "benchmark": "beyond_paper",
         "train_commands": json.loads(train_cmds.read_text()) if train_cmds.exists() else None,
-        "commands": COMMANDS, "seconds": time.time() - started, "provenance": provenance(), "results": results,
-    })
+        "commands": COMMANDS, "seconds": time.time() - started, "results": results,
+    }, "cpu", __file__)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _bench.parser(__doc__)
     ap.add_argument("stage", choices=["train", "measure"])
     ap.add_argument("--minutes", type=float, default=9.0, help="train: wall-clock minutes per run")
     args = ap.parse_args()

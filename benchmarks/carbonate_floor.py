@@ -9,33 +9,26 @@ crop). Reads the image at run time (never copied); writes benchmarks/results/car
 """
 from __future__ import annotations
 
-import argparse
-import datetime
 import hashlib
-import sys
 from pathlib import Path
 
 import torch
 
+import _bench
 from micro3diff import metrics
-from micro3diff.io import provenance, read_array, write_json
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "li2018" / "carbonate_resized.npy"
+from micro3diff.io import read_array
 
 
 def summary(errors: torch.Tensor) -> dict:
-    return {"mean": float(errors.mean()), "std": float(errors.std()) if len(errors) > 1 else 0.0,
-            "median": float(errors.median()), "min": float(errors.min()), "max": float(errors.max()), "n": len(errors)}
+    return {**_bench.summary(errors), "median": float(errors.median())}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser = _bench.parser(__doc__, out="carbonate_floor.json")
+    parser.add_argument("--data", type=Path, default=_bench.CARBONATE)
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--crops", type=int, default=256)
     parser.add_argument("--shuffles", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "carbonate_floor.json")
     args = parser.parse_args()
     image = metrics.binarize(read_array(args.data))
     r_max, size = args.crop // 2, (args.crop, args.crop)
@@ -59,18 +52,14 @@ def main() -> None:
         print(f"{name:>12}: floor {fl['mean']:.2f} ± {fl['std']:.2f} % per {args.crop}^2 crop "
               f"(mean curve {fl['error_of_mean_curve']:.2f} %), tiles {result[name]['floor_tiles']['mean']:.2f} %, "
               f"shuffled baseline {base['mean']:.2f} ± {base['std']:.2f} %")
-    write_json(args.out, {
+    _bench.write_result(args.out or _bench.RESULTS / "carbonate_floor.json", {
         "data": {"file": args.data.name, "sha256": hashlib.sha256(args.data.read_bytes()).hexdigest(),
                  "shape": list(image.shape), "volume_fraction": float(metrics.volume_fraction(image))},
         "settings": {"crop": args.crop, "random_crops": args.crops, "crop_seed": 0, "shuffle_seeds": args.shuffles,
                      "r_max": r_max, "periodic": False, "phase": 1,
                      "error_rate": "eq. 24 on the radial S2 / axis-mean L curve, r = 0..r_max"},
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {k: v for k, v in provenance().items() if k in ("micro3diff", "torch", "numpy", "python")},
         "results": result,
-    })
-    print(f"wrote {args.out}")
+    }, "cpu", __file__)
 
 
 if __name__ == "__main__":

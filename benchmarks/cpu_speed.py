@@ -10,36 +10,19 @@ with --no-fast / --fast, interleaved repeats, median. Writes benchmarks/results/
 """
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reproduce_paper import REPO, RESULTS, cpu_name  # noqa: E402
-
-from micro3diff.io import provenance, write_json  # noqa: E402
-from micro3diff.unet import UNET_PRESETS, UNet  # noqa: E402
+import _bench
+from micro3diff.unet import UNET_PRESETS, UNet
 
 
 def _best(fn, repeats: int) -> float:
     """Fastest of ``repeats`` timed calls (after one warm-up), seconds."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return _bench.interleaved({"fn": fn}, repeats)["fn"].best
 
 
 def matmul_gflops(repeats: int) -> float:
@@ -85,19 +68,15 @@ def train_speed(preset: str, fast: bool, repeats: int) -> dict:
     return {"images_per_s": 16 / sec, "gflops": flops / sec / 1e9, "seconds": sec}
 
 
-def sample_seconds(fast: bool, threads: int) -> float:
+def sample(fast: bool, threads: int) -> None:
+    """``m3d sample spheres --size 64 --preset preview`` in a subprocess, --fast or --no-fast."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-c", "from micro3diff.cli import main; main()", "sample", "spheres", "--size", "64",
-               "--preset", "preview", "--device", "cpu", "--format", "npy", "-o", out, "--threads", str(threads),
-               "--fast" if fast else "--no-fast"]
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
-        return time.perf_counter() - t0
+        _bench.run_m3d("sample", "spheres", "--size", "64", "--preset", "preview", "--device", "cpu", "--format", "npy",
+                       "-o", out, "--threads", threads, "--fast" if fast else "--no-fast", capture_output=True)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _bench.parser(__doc__)
     p.add_argument("--presets", default="tiny,small")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--repeats", type=int, default=5)
@@ -121,25 +100,19 @@ def main() -> None:
                       f"{fwd['gflops']:.0f} GFLOP/s ({rows[-1]['forward_over_ceiling']:.2f}), train "
                       f"{trn['images_per_s']:.0f} img/s {trn['gflops']:.0f} GFLOP/s ({rows[-1]['train_over_ceiling']:.2f})",
                       flush=True)
-    sampling: dict = {}
-    if not a.smoke:
-        times: dict[str, list[float]] = {"reference": [], "fast": []}
-        for _ in range(a.sample_repeats):  # interleaved
-            for fast in (False, True):
-                times["fast" if fast else "reference"].append(sample_seconds(fast, a.sample_threads))
-        med = {k: statistics.median(v) for k, v in times.items()}
-        sampling = {"command": "m3d sample spheres --size 64 --preset preview --threads "
-                               f"{a.sample_threads} --no-fast|--fast", "seconds": times, "median": med,
-                    "speedup": med["reference"] / med["fast"]}
-        print(f"m3d sample preview 64^3: reference {med['reference']:.1f} s, fast {med['fast']:.1f} s, "
-              f"x{sampling['speedup']:.2f}", flush=True)
-    doc = {"date": datetime.date.today().isoformat(), "device": f"CPU ({cpu_name()})", "torch": torch.__version__,
-           "note": a.note, "command": "PYTHONPATH=. python benchmarks/cpu_speed.py " + " ".join(sys.argv[1:]),
-           "unet": rows, "sample": sampling, "provenance": provenance()}
-    if not a.smoke:
-        write_json(RESULTS / "cpu_speed.json", doc)
-    else:
+    if a.smoke:
         print("smoke: no results written")
+        return
+    runs = _bench.interleaved({"reference": lambda: sample(False, a.sample_threads),
+                               "fast": lambda: sample(True, a.sample_threads)}, a.sample_repeats, warmup=False)
+    med = {k: r.median for k, r in runs.items()}
+    sampling = {"command": "m3d sample spheres --size 64 --preset preview --threads "
+                           f"{a.sample_threads} --no-fast|--fast", "seconds": {k: r.seconds for k, r in runs.items()},
+                "median": med, "speedup": med["reference"] / med["fast"]}
+    print(f"m3d sample preview 64^3: reference {med['reference']:.1f} s, fast {med['fast']:.1f} s, "
+          f"x{sampling['speedup']:.2f}", flush=True)
+    _bench.write_result(_bench.RESULTS / "cpu_speed.json", {"note": a.note, "unet": rows, "sample": sampling},
+                        "cpu", __file__)
 
 
 if __name__ == "__main__":

@@ -17,18 +17,14 @@ cases interleaved so that load from other processes hits all alike; slow cases s
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import time
-from pathlib import Path
 
 import torch
 
+import _bench
 from micro3diff import _ext, reference
-from micro3diff.io import device_name, provenance, write_json
 
-RESULTS = Path(__file__).parent / "results"
 COEF = (0.97, 0.31, 0.52)
 BYTES_PER_VOXEL = 12
 
@@ -53,41 +49,33 @@ def cases(n: int, device: torch.device) -> dict:
     }
 
 
-def timed(fn, device: torch.device) -> float:
-    """Seconds of one call."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def measure(n: int, device: torch.device, repeats: int, budget: float) -> dict:
-    """name -> list of seconds, cases interleaved; a case stops once its runs exceed ``budget`` seconds."""
-    fns = cases(n, device)
-    runs: dict[str, list[float]] = {name: [] for name in fns}
-    for name, fn in fns.items():  # warm-up
-        timed(fn, device)
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            if sum(runs[name]) < budget:
-                runs[name].append(timed(fn, device))
-    return runs
+    """One row at n^3: per case ms (best), GB/s at BYTES_PER_VOXEL and the fraction of the copy's; ratios."""
+    runs = _bench.interleaved(cases(n, device), repeats, budget=budget, device=device)
+    best = {name: r.best for name, r in runs.items()}
+    gbs = {name: BYTES_PER_VOXEL * n**3 / t / 1e9 for name, t in best.items()}
+    copy = gbs["copy 12 B/voxel"]
+    return {
+        "size": n, "voxels": n**3,
+        "cases": {name: {"ms": best[name] * 1e3, "gb_per_s": gbs[name], "of_copy": gbs[name] / copy,
+                         "all_ms": [t * 1e3 for t in runs[name].seconds]} for name in runs},
+        "ratios": {
+            "reference_noise_over_fused_noise": best["reference noise"] / best["fused noise"],
+            "reference_philox_over_fused_philox": best["reference philox"] / best["fused philox"],
+            "reference_randn_over_fused_philox": best["reference randn"] / best["fused philox"],
+            "double_buffered_over_inplace_philox": best["fused philox"] / best["fused in-place philox"],
+            "double_buffered_over_inplace_noise": best["fused noise"] / best["fused in-place noise"],
+        },
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _bench.parser(__doc__, out="fused_step_<device>.json")
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=7, help="timed runs per case (the fastest is reported)")
     ap.add_argument("--budget", type=float, default=20.0, help="seconds after which a slow case stops repeating")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/fused_step_<device>.json)")
     args = ap.parse_args()
 
     device = torch.device(args.device)
@@ -96,48 +84,25 @@ def main() -> None:
     if not _ext.has_kernel("fused_step", device.type):
         sys.exit(f"no compiled fused_step kernel for {device.type}: {_ext.build_info()}")
     load_before = os.getloadavg()
-    rows = []
-    for n in args.sizes:
-        runs = measure(n, device, args.repeats, args.budget)
-        best = {name: min(ts) for name, ts in runs.items()}
-        gbs = {name: BYTES_PER_VOXEL * n**3 / t / 1e9 for name, t in best.items()}
-        copy = gbs["copy 12 B/voxel"]
-        rows.append({
-            "size": n, "voxels": n**3,
-            "cases": {name: {"ms": best[name] * 1e3, "gb_per_s": gbs[name], "of_copy": gbs[name] / copy,
-                             "all_ms": [t * 1e3 for t in runs[name]]} for name in runs},
-            "ratios": {
-                "reference_noise_over_fused_noise": best["reference noise"] / best["fused noise"],
-                "reference_philox_over_fused_philox": best["reference philox"] / best["fused philox"],
-                "reference_randn_over_fused_philox": best["reference randn"] / best["fused philox"],
-                "double_buffered_over_inplace_philox": best["fused philox"] / best["fused in-place philox"],
-                "double_buffered_over_inplace_noise": best["fused noise"] / best["fused in-place noise"],
-            },
-        })
+    rows = [measure(n, device, args.repeats, args.budget) for n in args.sizes]
 
-    names = list(rows[0]["cases"])
-    print(f"{device_name(device)}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+    print(f"{_bench.device_label(device)}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"ms (GB/s at {BYTES_PER_VOXEL} B/voxel, fraction of copy)")
     print(f"{'case':>22} " + " ".join(f"{str(r['size']) + '^3':>26}" for r in rows))
-    for name in names:
+    for name in rows[0]["cases"]:
         cells = [r["cases"][name] for r in rows]
         print(f"{name:>22} " + " ".join(f"{c['ms']:9.3f} ({c['gb_per_s']:6.1f}, {c['of_copy']:4.2f})" .rjust(26)
                                         for c in cells))
     for key in rows[0]["ratios"]:
         print(f"{key:>36} " + " ".join(f"{r['ratios'][key]:8.2f}" for r in rows))
-    out = args.out or RESULTS / f"fused_step_{device.type}.json"
-    facts = provenance()
-    write_json(out, {
-        "benchmark": "fused_step", "device": device_name(device), "device_type": device.type,
-        "torch": torch.__version__, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-        "load_average_before_after": [load_before, os.getloadavg()],
+    _bench.write_result(args.out or _bench.RESULTS / f"fused_step_{device.type}.json", {
+        "benchmark": "fused_step", "device_type": device.type, "threads": torch.get_num_threads(),
+        "load_average_before": load_before,
         "volume": "(1, N, 1, N, N) float32, rotate=True", "bytes_per_voxel": BYTES_PER_VOXEL,
         "ceiling": "dst.copy_(src) of 1.5 N^3 float32 (12 B/voxel moved), preallocated",
         "timing": f"best of {args.repeats} after a warm-up, cases interleaved, budget {args.budget} s per case",
-        "rows": rows, "command": " ".join([Path(sys.executable).name, *sys.argv]), "date": facts["date"],
-        "versions": facts,
-    })
-    print(f"wrote {out}")
+        "rows": rows,
+    }, device, __file__)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""End-to-end GPU report for issue 7: reference sampler vs the fast path, throughput, memory, quality.
+"""End-to-end GPU report: reference sampler vs the fast path, throughput, memory, quality.
 
 One script for the lent machine; each part writes its result into one JSON file as soon as it is done, so
 a later call resumes (parts already there are skipped unless --redo). Parts:
@@ -13,7 +13,7 @@ a later call resumes (parts already there are skipped unless --redo). Parts:
   fused       fused-step bandwidth vs copy at 256^3 (benchmarks/fused_step_report.measure)
   quality     shipped "spheres" model: 3D S2 / L error rates (paper 3.5) at each preset vs the paper preset,
               fast path and fp32 reference at the fast preset, with the floor and the shuffled baseline
-Targets (issue 7) are evaluated from whatever parts are present and printed last.
+Targets (TARGETS) are evaluated from whatever parts are present and printed last.
 
     python benchmarks/gpu_e2e.py --parts env fused speed          # on the lent GPU, < 10 min per call
     python benchmarks/gpu_e2e.py --parts throughput maxsize
@@ -22,33 +22,24 @@ Targets (issue 7) are evaluated from whatever parts are present and printed last
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
 import gc
 import json
-import os
 import re
 import sys
 import time
-from pathlib import Path
 
 import torch
-from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.append(str(Path(__file__).parents[1]))  # the source tree, only if micro3diff is not installed
-import fused_step_report  # noqa: E402  (reused, not duplicated)
+import _bench
+import fused_step_report
+from micro3diff import _ext, metrics, synth
+from micro3diff.checkpoint import load_checkpoint
+from micro3diff.fast import SamplerOptions
+from micro3diff.io import provenance
+from micro3diff.sampler import PRESETS, sample_volume, to_phases
+from micro3diff.schedule import NoiseSchedule
 
-from micro3diff import _ext, metrics, synth  # noqa: E402
-from micro3diff.checkpoint import load_checkpoint  # noqa: E402
-from micro3diff.fast import SamplerOptions  # noqa: E402
-from micro3diff.io import device_name, provenance, write_json  # noqa: E402
-from micro3diff.sampler import PRESETS, sample_volume, to_phases  # noqa: E402
-from micro3diff.schedule import NoiseSchedule  # noqa: E402
-from micro3diff.unet import UNET_PRESETS, UNet  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 PARTS = ("env", "speed", "throughput", "maxsize", "fused", "quality")
 TARGETS = {"speedup_paper_64": 3.0, "unet_share": 0.97, "fused_of_copy_256": 0.8, "paper_64_paper_preset_s": 180.0}
 
@@ -86,26 +77,6 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def random_unet(name: str, device: torch.device) -> nn.Module:
-    torch.manual_seed(0)
-    model = UNet(UNET_PRESETS[name])
-    nn.init.normal_(model.out_conv.weight, std=0.02)  # zero-initialised otherwise: eps = 0
-    return model.to(device).eval()
-
-
-@contextlib.contextmanager
-def ops_mode(mode: str):
-    old = os.environ.get("M3D_OPS")
-    os.environ["M3D_OPS"] = mode
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("M3D_OPS")
-        else:
-            os.environ["M3D_OPS"] = old
-
-
 def peak_reset(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -121,7 +92,7 @@ def peak_gib(device: torch.device) -> float | None:
 def timed_pair(model, side: int, volumes: int, pairs, device, options, ops: str) -> dict:
     """Two runs of different NFE (same seed): per-call seconds = slope, fixed seconds = intercept."""
     schedule, runs = NoiseSchedule(), []
-    with ops_mode(ops):
+    with _bench.ops_mode(ops):
         sample_volume(model, schedule, (side,) * 3, volumes, steps=1, n_harmonize=1, device=device,
                       options=options)  # warm-up (cuDNN, kernels, allocator)
         peak_reset(device)
@@ -147,7 +118,7 @@ def per_hour(r: dict, nfe: int, volumes: int) -> float:
 
 
 def part_env(device: torch.device, sizes: Sizes, args) -> dict:
-    out = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
+    out = {"device": _bench.device_label(device), "device_type": device.type, "torch": torch.__version__,
            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "build": _ext.build_info(),
            "python": sys.version.split()[0]}
     if device.type == "cuda":
@@ -160,7 +131,7 @@ def part_env(device: torch.device, sizes: Sizes, args) -> dict:
 def part_speed(device: torch.device, sizes: Sizes, args) -> dict:
     rows = {}
     for name in sizes.unets:
-        model = random_unet(name, device)
+        model = _bench.random_unet(name, device)
         ref = timed_pair(model, sizes.speed_side, 1, sizes.nfe_pairs, device, None, "reference")
         opt = timed_pair(model, sizes.speed_side, 1, sizes.nfe_pairs, device, SamplerOptions.fast(device), "auto")
         diff = float((opt["volume"] - ref["volume"]).norm() / ref["volume"].norm())
@@ -184,7 +155,7 @@ def part_speed(device: torch.device, sizes: Sizes, args) -> dict:
 def part_throughput(device: torch.device, sizes: Sizes, args) -> dict:
     rows = []
     for name, side, volumes in sizes.throughput:
-        model = random_unet(name, device)
+        model = _bench.random_unet(name, device)
         r = timed_pair(model, side, volumes, sizes.throughput_nfe, device, SamplerOptions.fast(device), "auto")
         rows.append({"unet": name, "side": side, "volumes_per_batch": volumes,
                      **{k: v for k, v in r.items() if k != "volume"},
@@ -240,7 +211,7 @@ def largest_side(probe, lo: int, hi: int, step: int, time_cap: float) -> dict:
 
 
 def part_maxsize(device: torch.device, sizes: Sizes, args) -> dict:
-    model = random_unet(sizes.maxsize_unet, device)
+    model = _bench.random_unet(sizes.maxsize_unet, device)
     lo, hi, step = sizes.maxsize_range
     out = {"unet": sizes.maxsize_unet, "range": [lo, hi, step], "probe": "1 call, eager bf16 + channels_last"}
     for label, max_batch in (("all_slices", None), (f"chunk_{args.chunk}", args.chunk)):
@@ -252,16 +223,10 @@ def part_maxsize(device: torch.device, sizes: Sizes, args) -> dict:
 def part_fused(device: torch.device, sizes: Sizes, args) -> dict:
     if not _ext.has_kernel("fused_step", device.type):
         return {"skipped": f"no compiled fused_step kernel for {device.type}: {_ext.build_info()}"}
-    n = sizes.fused_side
-    runs = fused_step_report.measure(n, device, sizes.fused_repeats, budget=60.0)
-    best = {name: min(ts) for name, ts in runs.items()}
-    gbs = {name: fused_step_report.BYTES_PER_VOXEL * n**3 / t / 1e9 for name, t in best.items()}
-    copy = gbs["copy 12 B/voxel"]
-    return {"side": n, "bytes_per_voxel": fused_step_report.BYTES_PER_VOXEL,
-            "cases": {name: {"ms": best[name] * 1e3, "gb_per_s": gbs[name], "of_copy": gbs[name] / copy}
-                      for name in best},
-            "of_copy_inplace_philox": gbs["fused in-place philox"] / copy,
-            "of_copy_double_buffered_philox": gbs["fused philox"] / copy}
+    row = fused_step_report.measure(sizes.fused_side, device, sizes.fused_repeats, budget=60.0)
+    return {**row, "bytes_per_voxel": fused_step_report.BYTES_PER_VOXEL,
+            "of_copy_inplace_philox": row["cases"]["fused in-place philox"]["of_copy"],
+            "of_copy_double_buffered_philox": row["cases"]["fused philox"]["of_copy"]}
 
 
 def part_quality(device: torch.device, sizes: Sizes, args) -> dict:
@@ -315,11 +280,10 @@ def targets(parts: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _bench.parser(__doc__, out="gpu_e2e_<device name>.json")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (CPU-friendly): checks the script, not the GPU")
     ap.add_argument("--device", help="default: cuda if available, else cpu")
-    ap.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/gpu_e2e_<device>.json)")
     ap.add_argument("--redo", action="store_true", help="rerun parts already in the JSON file")
     ap.add_argument("--chunk", type=int, default=32, help="slices per forward for the chunked maxsize search")
     ap.add_argument("--probe-cap", type=float, default=90.0, help="stop the bisection after a probe this slow (s)")
@@ -327,12 +291,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sizes = SMOKE if args.smoke else Sizes()
-    name = device_name(device)
-    out = args.out or RESULTS / f"gpu_e2e_{slug(name)}{'_smoke' if args.smoke else ''}.json"
+    name = _bench.device_label(device)
+    out = args.out or _bench.RESULTS / f"gpu_e2e_{slug(name)}{'_smoke' if args.smoke else ''}.json"
     doc = json.loads(out.read_text()) if out.exists() else {}
     doc.setdefault("parts", {})
-    doc.update(benchmark="gpu_e2e", device=name, device_type=device.type, smoke=args.smoke,
-               versions=provenance(), torch=torch.__version__, cuda=torch.version.cuda)
+    doc.update(benchmark="gpu_e2e", device_type=device.type, smoke=args.smoke, cuda=torch.version.cuda)
     for part in args.parts:
         if part in doc["parts"] and not args.redo:
             print(f"{part}: already in {out} (--redo to rerun)")
@@ -340,17 +303,15 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{part} ...", flush=True)
         t0 = time.perf_counter()
         result = globals()[f"part_{part}"](device, sizes, args)
-        facts = provenance()
-        result.update(seconds=time.perf_counter() - t0, date=facts["date"],
-                      command=" ".join([Path(sys.executable).name, *(sys.argv if argv is None else [__file__, *argv])]))
+        result.update(seconds=time.perf_counter() - t0, date=provenance()["date"],
+                      command=_bench.command(__file__, argv))
         doc["parts"][part] = result
         doc["targets"] = targets(doc["parts"])
-        doc["date"] = facts["date"]
-        write_json(out, doc)
-        print(f"{part}: {result['seconds']:.1f} s, wrote {out}", flush=True)
+        _bench.write_result(out, doc, device, __file__, argv)
+        print(f"{part}: {result['seconds']:.1f} s", flush=True)
     doc["targets"] = targets(doc["parts"])
-    write_json(out, doc)
-    print(f"\n{name}: issue-7 targets")
+    _bench.write_result(out, doc, device, __file__, argv)
+    print(f"\n{name}: targets")
     for k, t in doc["targets"].items():
         print(f"  {k:>26}: {t['value']:10.3f} (target {'<=' if k.endswith('_s') else '>='} {t['target']}) "
               f"{'MET' if t['met'] else 'not met'}")

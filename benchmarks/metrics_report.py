@@ -21,36 +21,17 @@ with torch and PoreSpy on 1 thread and on all cores alike; the load average is r
 """
 from __future__ import annotations
 
-import argparse
-import datetime
 import os
-import platform
 import sys
-import time
 from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
 import torch
 
+import _bench
 from micro3diff import _ext, metrics, reference, synth
-from micro3diff.io import provenance, write_json
 
-RESULTS = Path(__file__).parent / "results"
 RADIUS, PHI = 6.0, 0.6
-
-
-def best_times(fns: dict, repeats: dict) -> dict:
-    """Best wall time and last output of each function, runs interleaved (A, B, A, B, ...) so that load
-    changes on this shared machine hit all of them alike: {name: (seconds, output)}."""
-    best = {name: (float("inf"), None) for name in fns}
-    for i in range(max(repeats.values())):
-        for name, fn in fns.items():
-            if i < repeats[name]:
-                start = time.perf_counter()
-                out = fn()
-                best[name] = (min(best[name][0], time.perf_counter() - start), out)
-    return best
 
 
 def porespy_lineal_path(ps, im: np.ndarray, r_max: int) -> np.ndarray:
@@ -66,21 +47,13 @@ def porespy_lineal_path(ps, im: np.ndarray, r_max: int) -> np.ndarray:
     return np.array(curves)
 
 
-def cpu_name() -> str:
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def measure(ps, n: int) -> dict:
     """Times and curve differences at n^3 for the current thread count."""
     vol = synth.overlapping_spheres((n, n, n), radius=RADIUS, matrix_fraction=PHI, seed=0).array
     im, x, r_max = vol.astype(bool), torch.from_numpy(vol), n // 2
     slow = 1 if n >= 256 else 3  # PoreSpy's S2 at 256^3 takes minutes
     noise = torch.rand(n, n, n, generator=torch.Generator().manual_seed(0)) < PHI
-    t = best_times({
+    t = _bench.interleaved({
         "s2": lambda: metrics.two_point(x, r_max),
         "s2_periodic": lambda: metrics.two_point(x, r_max, periodic=True),
         "ps_s2": lambda: ps.metrics.two_point_correlation(im, bins=np.arange(r_max + 2) - 0.5),
@@ -88,9 +61,10 @@ def measure(ps, n: int) -> dict:
         "lp_noise": lambda: metrics.lineal_path(noise, r_max),
         "lp_twin": lambda: reference.lineal_path(x[None], r_max, False),
         "ps_lp": lambda: porespy_lineal_path(ps, im, r_max),
-    }, {"s2": 3, "s2_periodic": 3, "ps_s2": slow, "lp": 9, "lp_noise": 9, "lp_twin": 1, "ps_lp": 3})
-    (t_s2, ours), (t_s2_periodic, _), (t_ps_s2, theirs) = t["s2"], t["s2_periodic"], t["ps_s2"]
-    (t_lp, lp), (t_lp_noise, _), (t_lp_twin, _), (t_ps_lp, lp_ps) = t["lp"], t["lp_noise"], t["lp_twin"], t["ps_lp"]
+    }, {"s2": 3, "s2_periodic": 3, "ps_s2": slow, "lp": 9, "lp_noise": 9, "lp_twin": 1, "ps_lp": 3}, warmup=False)
+    t_s2, t_s2_periodic, t_ps_s2 = t["s2"].best, t["s2_periodic"].best, t["ps_s2"].best
+    t_lp, t_lp_noise, t_lp_twin, t_ps_lp = t["lp"].best, t["lp_noise"].best, t["lp_twin"].best, t["ps_lp"].best
+    ours, theirs, lp, lp_ps = t["s2"].output, t["ps_s2"].output, t["lp"].output, t["ps_lp"].output
     row = {
         "size": n, "r_max": r_max, "volume_fraction": float(vol.mean()),
         "two_point": {
@@ -112,11 +86,10 @@ def measure(ps, n: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _bench.parser(__doc__, out="metrics_cpu.json")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count()],
                         help="thread counts for torch and PoreSpy alike (1 is robust to a loaded machine)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "metrics_cpu.json")
     args = parser.parse_args()
     try:
         import porespy as ps
@@ -129,19 +102,15 @@ def main() -> None:
     ps.metrics.two_point_correlation(warm, bins=np.arange(14) - 0.5)
     porespy_lineal_path(ps, warm, 12)
 
-    runs, load = [], {"before": os.getloadavg()}
+    runs, load_before = [], os.getloadavg()
     for threads in args.threads:
         torch.set_num_threads(threads)
         ps.settings.ncores = threads  # PoreSpy's FFT workers
         runs.append({"threads": threads, "results": [measure(ps, n) for n in args.sizes]})
 
-    write_json(args.out, {
+    _bench.write_result(args.out or _bench.RESULTS / "metrics_cpu.json", {
         "benchmark": "S2 and Torquato L(z), micro3diff compiled CPU vs PoreSpy",
-        "device": {"cpu": cpu_name(), "cores": os.cpu_count()},
-        "versions": {**{k: v for k, v in provenance().items() if k in ("micro3diff", "torch", "numpy", "python")},
-                     **{p: version(p) for p in ("porespy", "scipy", "numba")}},
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "porespy_versions": {p: version(p) for p in ("porespy", "scipy", "numba")},
         "structure": f"periodic overlapping spheres (micro3diff.synth), R = {RADIUS}, phi = {PHI}, seed 0; "
                      "L also on i.i.d. voxels (phi 0.6), the worst case for run lengths",
         "estimators": {
@@ -151,12 +120,10 @@ def main() -> None:
             "lineal_path": "Torquato L(z) per axis, non-periodic; PoreSpy: distance_transform_lin(forward) + "
                            "lineal_path_distribution, L(z) read off its cdf; chord_length_distribution not comparable",
         },
-        "load_average_1_5_15min": {**load, "after": os.getloadavg()},
+        "load_average_before": load_before,
         "goals": {"two_point_speedup_256": 10, "lineal_path_speedup_256": 50},
         "runs": runs,
-        "kernels": _ext.build_info(),
-    })
-    print(f"wrote {args.out}")
+    }, "cpu", __file__)
 
 
 if __name__ == "__main__":

@@ -22,26 +22,20 @@ import argparse
 import datetime
 import hashlib
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reproduce_paper as rp  # noqa: E402  (the cases, references and the per-metric evaluation)
-
-from micro3diff import metrics  # noqa: E402
-from micro3diff.checkpoint import load_checkpoint, resolve  # noqa: E402
-from micro3diff.fast import SamplerOptions  # noqa: E402
-from micro3diff.io import device_name, provenance, write_json  # noqa: E402
-from micro3diff.sample2d import sample_images, to_labels  # noqa: E402
-from micro3diff.sampler import sample_volume, sampler_settings  # noqa: E402
-from micro3diff.schedule import NoiseSchedule  # noqa: E402
-
-RESULTS = rp.RESULTS
-LABEL = rp.LABEL
+import _bench
+import reproduce_paper as rp  # the cases, references and the per-metric evaluation
+from micro3diff import metrics
+from micro3diff.checkpoint import load_checkpoint, resolve
+from micro3diff.fast import SamplerOptions
+from micro3diff.io import provenance, write_json
+from micro3diff.sample2d import sample_images, to_labels
+from micro3diff.sampler import sample_volume, sampler_settings
+from micro3diff.schedule import NoiseSchedule
 
 
 def parse_setting(spec: str) -> dict:
@@ -76,9 +70,9 @@ def _images_eval(ref: torch.Tensor, gen: torch.Tensor, name: str, r_max: int, a)
     floor = metrics.error_rate(fn(real, r_max, ndim=2).average, ref_curve)
     shuffled = ref.flatten(1)[:, torch.randperm(ref[0].numel(), generator=torch.Generator().manual_seed(a.seed))]
     base = fn(shuffled.view_as(ref), r_max, ndim=2).average.mean(dim=0)
-    return {"error_per_volume": rp._mean_std(metrics.error_rate(curves, ref_curve)),
+    return {"error_per_volume": _bench.summary(metrics.error_rate(curves, ref_curve)),
             "error_of_mean_curve": float(metrics.error_rate(curves.mean(dim=0), ref_curve)),
-            "floor_volume": rp._mean_std(floor), "shuffled": float(metrics.error_rate(base, ref_curve))}
+            "floor_volume": _bench.summary(floor), "shuffled": float(metrics.error_rate(base, ref_curve))}
 
 
 def run_row(case: str, model: str, spec: str, a) -> dict:
@@ -114,9 +108,9 @@ def run_row(case: str, model: str, spec: str, a) -> dict:
     r_max = min(gen.shape[1:]) // 2
     row = {"case": case, "model": model, "model_sha256": ckpt.sha256[:16], "schedule": ckpt.schedule.__dict__,
            "training_step": ckpt.training.get("step"), "setting": spec, "mode": mode, "size": a.size,
-           "count": a.count, "seed": a.seed, "nfe": nfe, "seconds_per_volume": rp._mean_std(torch.tensor(seconds)),
+           "count": a.count, "seed": a.seed, "nfe": nfe, "seconds_per_volume": _bench.summary(torch.tensor(seconds)),
            "threads": torch.get_num_threads(), "phi_reference": phi_ref,
-           "phi_generated": rp._mean_std(gen.flatten(1).double().mean(1)), "metrics": {}}
+           "phi_generated": _bench.summary(gen.flatten(1).double().mean(1)), "metrics": {}}
     for name in metrics.METRICS:
         if a.two_d:
             m = _images_eval(ref, gen, name, r_max, a)  # a 3D reference: its slices along the first axis
@@ -170,11 +164,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--2d", dest="two_d", action="store_true", help="score the 2D model alone (2D samples)")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--root", default="runs/reproduce")
-    p.add_argument("--carbonate", default=str(rp.CARBONATE))
+    p.add_argument("--carbonate", default=str(_bench.CARBONATE))
     p.add_argument("--redo", action="store_true")
     p.add_argument("--note", default="", help="what else ran on the machine (kept in each row)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--results", type=Path, default=RESULTS, help="folder of quality.json / quality.md")
+    p.add_argument("--results", type=Path, default=_bench.RESULTS, help="folder of quality.json / quality.md")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -192,10 +186,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"skip {key(probe)} (in quality.json; --redo to rerun)")
                 continue
             row = run_row(case, model, spec, a)
-            row.update(command="PYTHONPATH=. python " + shlex.join(["benchmarks/quality_report.py", *sys.argv[1:]]),
-                       date=datetime.date.today().isoformat(), note=a.note,
-                       device=device_name(torch.device(a.device)) if a.device != "cpu" else rp.cpu_name(),
-                       provenance=provenance())
+            row.update(command=_bench.command(__file__), date=datetime.date.today().isoformat(), note=a.note,
+                       device=_bench.device_label(a.device), provenance=provenance())
             doc = json.loads(path.read_text()) if path.is_file() else {"rows": []}  # another run may have written
             rows = doc["rows"] = [r for r in doc["rows"] if key(r) != key(row)] + [row]
             write_json(path, doc)

@@ -25,28 +25,21 @@ and the shipped models.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _bench
+from _bench import REPO, RESULTS
+from micro3diff import metrics
+from micro3diff.io import provenance, read_array, write_json
 
-from micro3diff import metrics  # noqa: E402
-from micro3diff.io import provenance, read_array, write_json  # noqa: E402
-
-CARBONATE = REPO.parent / "shared" / "data" / "li2018" / "carbonate_resized.npy"  # read at run time, never copied
-RESULTS = REPO / "benchmarks" / "results"
 FIGURES = REPO / "docs" / "figures"
 MODELS = REPO / "micro3diff" / "models"
 
@@ -72,23 +65,10 @@ CASES: dict[str, dict] = {
 LABEL = {"two_point": "S2", "lineal_path": "L"}
 
 
-def cpu_name() -> str:
-    """'<CPU model>, <n> cores' of this machine."""
-    try:
-        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
-    return f"{model}, {os.cpu_count()} cores"
-
-
 def m3d(*args: str, threads: int | None = None) -> None:
-    """Run the m3d CLI (this checkout) in a subprocess; raise if it fails."""
-    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, "-c", "from micro3diff.cli import main; main()", *args]
+    """Run the m3d CLI (this checkout) in a subprocess, echoing the command; raise if it fails."""
     print("+ m3d " + shlex.join(args), flush=True)
-    subprocess.run(cmd, check=True, env=env, cwd=REPO)
+    _bench.run_m3d(*args, threads=threads)
 
 
 def data_path(case: str, a) -> Path:
@@ -162,7 +142,7 @@ def stage_ship(case: str, a) -> None:
     cfg = read_config(run / "model.safetensors")
     rec = _train_record(run)
     training = {**cfg["training"], "step": rec["step"], "steps": rec["step"], "train_seconds": round(rec["seconds"]),
-                "device": f"CPU ({cpu_name()}, shared with other jobs)",
+                "device": f"CPU ({_bench.device_label()}, shared with other jobs)",
                 "command": "m3d " + shlex.join(train_command(case, a)), "weights_dtype": "float16"}
     data = {**cfg["data"], "source": [Path(s).name for s in cfg["data"].get("source", [])]}
     if "x_mean" not in data:  # runs trained before checkpoints recorded the data moments (the sampler's prior)
@@ -225,12 +205,6 @@ def reference_images(case: str, a) -> torch.Tensor:
     return metrics.binarize(ref)
 
 
-def _mean_std(x: torch.Tensor) -> dict:
-    x = x.double().flatten()
-    return {"mean": float(x.mean()), "std": float(x.std()) if x.numel() > 1 else 0.0, "n": int(x.numel()),
-            "min": float(x.min()), "max": float(x.max())}
-
-
 def _evaluate_2d(ref: torch.Tensor, vols: torch.Tensor, name: str, r_max: int, a) -> dict:
     """2D metric on the three planes of each volume against the mean curve of the reference images."""
     fn = metrics.metric_function(name)
@@ -252,11 +226,11 @@ def _evaluate_2d(ref: torch.Tensor, vols: torch.Tensor, name: str, r_max: int, a
     shuffled = ref.flatten(1)[:, torch.randperm(ref[0].numel(), generator=gen)].view_as(ref)
     base = fn(shuffled, r_max, ndim=2).average.mean(dim=0)
     return {"reference_curve": ref_curve.tolist(), "generated_mean_curve": corr.average.mean(dim=0).tolist(),
-            "error_per_volume": _mean_std(errors), "error_of_mean_curve": float(metrics.error_rate(
+            "error_per_volume": _bench.summary(errors), "error_of_mean_curve": float(metrics.error_rate(
                 corr.average.mean(dim=0), ref_curve)),
             "error_per_plane": dict(zip(corr.names, plane_err.tolist())),
-            "floor_single_image": _mean_std(metrics.error_rate(single, ref_curve)),
-            "floor_volume": _mean_std(metrics.error_rate(per_volume, ref_curve)),
+            "floor_single_image": _bench.summary(metrics.error_rate(single, ref_curve)),
+            "floor_volume": _bench.summary(metrics.error_rate(per_volume, ref_curve)),
             "shuffled": float(metrics.error_rate(base, ref_curve))}
 
 
@@ -269,10 +243,10 @@ def _evaluate_3d(ref: torch.Tensor, vols: torch.Tensor, name: str, r_max: int, a
     floor = metrics.natural_variability_floor(ref, tuple(vols.shape[1:]), name, r_max, n_crops=a.crops, seed=a.seed)
     base = metrics.shuffled_baseline(ref, name, r_max, seed=a.seed)
     return {"reference_curve": ref_curve.tolist(), "generated_mean_curve": gen.average.mean(dim=0).tolist(),
-            "error_per_volume": _mean_std(errors),
+            "error_per_volume": _bench.summary(errors),
             "error_of_mean_curve": float(metrics.error_rate(gen.average.mean(dim=0), ref_curve)),
             "error_per_axis": dict(zip(gen.names, axis_err.tolist())),
-            "floor_volume": _mean_std(floor.errors), "shuffled": float(base.errors[0])}
+            "floor_volume": _bench.summary(floor.errors), "shuffled": float(base.errors[0])}
 
 
 def stage_evaluate(case: str, a) -> None:
@@ -286,8 +260,8 @@ def stage_evaluate(case: str, a) -> None:
     sidecars = [json.loads(f.with_suffix(".json").read_text()) for f in files]
     out = {"case": case, "title": CASES[case]["title"], "mode": mode, "r_max": r_max, "volumes": len(files),
            "volume_shape": list(vols.shape[1:]), "reference_shape": list(ref.shape),
-           "phi_reference": float(ref.double().mean()), "phi_generated": _mean_std(vols.flatten(1).double().mean(1)),
-           "sample_seconds": _mean_std(torch.tensor([s["seconds"] for s in sidecars])),
+           "phi_reference": float(ref.double().mean()), "phi_generated": _bench.summary(vols.flatten(1).double().mean(1)),
+           "sample_seconds": _bench.summary(torch.tensor([s["seconds"] for s in sidecars])),
            "sampler": {k: sidecars[0][k] for k in ("preset", "steps", "n_harmonize", "method", "eta", "nfe")},
            "model": {k: sidecars[0]["models"]["yz"][k] for k in ("path", "sha256", "unet", "training")},
            "metrics": {}}
@@ -296,7 +270,7 @@ def stage_evaluate(case: str, a) -> None:
         out["metrics"][name] = {"paper": CASES[case]["paper"][name],
                                 **ev(ref, vols, name, r_max, a)}
     out["setting"] = setting(a)
-    out["command"] = "PYTHONPATH=. python " + shlex.join(["benchmarks/reproduce_paper.py", *sys.argv[1:]])
+    out["command"] = _bench.command(__file__)
     out["threads"] = a.threads
     write_json(evaluation_path(case, a), out)
     print(f"{case}: " + ", ".join(f"{LABEL[n]} {m['error_per_volume']['mean']:.2f} % (floor "
@@ -310,8 +284,8 @@ def stage_table(cases: list[str], a) -> None:
              for p in sorted((Path(a.root) / c).glob("evaluation_*.json"))]
     if not evals:
         raise SystemExit("no evaluated case; run the evaluate stage")
-    command = "PYTHONPATH=. python " + shlex.join(["benchmarks/reproduce_paper.py", *sys.argv[1:]])
-    device = f"CPU ({cpu_name()}, shared with other jobs), torch {torch.__version__}"
+    command = _bench.command(__file__)
+    device = f"CPU ({_bench.device_label()}, shared with other jobs), torch {torch.__version__}"
     table = {"command": command, "date": datetime.date.today().isoformat(), "device": device,
              "provenance": provenance(),
              "results": [{k: v for k, v in e.items()} for e in evals]}
@@ -512,12 +486,11 @@ STAGES = ("data", "train", "ship", "sample", "evaluate", "table", "figures", "ca
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _bench.parser(__doc__.split("\n\n")[0])
     p.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
     p.add_argument("--stages", default=",".join(STAGES), help="comma-separated: " + ", ".join(STAGES))
     p.add_argument("--root", default="runs/reproduce", help="work folder (data, runs, samples), relative to the repo")
-    p.add_argument("--carbonate", default=str(CARBONATE), help="the 256x256 carbonate micrograph (.npy)")
+    p.add_argument("--carbonate", default=str(_bench.CARBONATE), help="the 256x256 carbonate micrograph (.npy)")
     p.add_argument("--model-source", choices=["shipped", "run"], default="shipped",
                    help="sample the shipped model by name, or the run's newest checkpoint")
     p.add_argument("--reship", action="store_true", help="ship stage: overwrite micro3diff/models/<case>")

@@ -8,25 +8,18 @@ writes benchmarks/results/train_throughput_<device type>.json (device, versions,
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
-import platform
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from micro3diff.data import DataConfig  # noqa: E402
-from micro3diff.io import provenance, write_json  # noqa: E402
-from micro3diff.train import make_config, train  # noqa: E402
-from micro3diff.unet import UNet  # noqa: E402
+import _bench
+from micro3diff.data import DataConfig
+from micro3diff.train import make_config, train
+from micro3diff.unet import UNet
 
 
 def measure(preset: str, size: int, batch: int | None, windows: int, window: int, device: str, tmp: Path,
@@ -48,7 +41,7 @@ def measure(preset: str, size: int, batch: int | None, windows: int, window: int
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _bench.parser(__doc__, out="train_throughput_<device>.json")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
     ap.add_argument("--size", type=int, default=64)
@@ -57,7 +50,6 @@ def main() -> None:
                     help="CPU thread counts to try")
     ap.add_argument("--windows", type=int, default=3)
     ap.add_argument("--window", type=int, default=5, help="steps per measured window")
-    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     device = torch.device(args.device)
     results = []
@@ -71,16 +63,12 @@ def main() -> None:
                 results.append(r)
                 print(f"{preset:>6} {args.size}x{args.size} batch {r['batch']:>3} threads {threads}: "
                       f"{r['images_per_s_median']:.1f} images/s ({r['steps_per_s_median']:.2f} steps/s)")
-    out = args.out or ROOT / "benchmarks" / "results" / f"train_throughput_{device.type}.json"
-    write_json(out, {
-        "benchmark": "train_throughput", "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+    _bench.write_result(args.out or _bench.RESULTS / f"train_throughput_{device.type}.json", {
+        "benchmark": "train_throughput",
         "note": "median images/s of the training loop's log windows after a warm-up window; a shared machine "
-                "makes CPU numbers noisy (see load_average_at_end)",
-        "provenance": provenance(), "results": results,
-    })
-    print(f"wrote {out}")
+                "makes CPU numbers noisy (see load_average_1_5_15min)",
+        "results": results,
+    }, device, __file__)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,29 @@
+"""benchmarks/_bench.py: interleaved timing, the rerun command and the result file's facts."""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+import _bench  # noqa: E402
+
+
+def test_interleaved_runs_alternate_and_keep_the_fastest_output():
+    calls, values = [], iter(range(100))
+    runs = _bench.interleaved({"a": lambda: calls.append("a") or next(values), "b": lambda: calls.append("b")},
+                              {"a": 3, "b": 2})
+    assert calls == ["a", "b", "a", "b", "a", "b", "a"]  # one warm-up each, then A, B, A, B, A
+    assert len(runs["a"].seconds) == 3 and len(runs["b"].seconds) == 2
+    assert runs["a"].output in (1, 2, 3) and runs["a"].best <= runs["a"].median
+
+
+def test_interleaved_budget_stops_a_slow_function():
+    runs = _bench.interleaved({"slow": lambda: sum(range(10**5))}, 50, warmup=False, budget=1e-9)
+    assert len(runs["slow"].seconds) == 1
+
+
+def test_write_result_records_device_command_date_versions(tmp_path):
+    out = tmp_path / "r.json"
+    _bench.write_result(out, {"benchmark": "x"}, "cpu", "benchmarks/x.py", ["--n", "a b"])
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "x" and doc["device"].endswith("cores") and doc["versions"]["torch"]
+    assert doc["command"] == "PYTHONPATH=. python benchmarks/x.py --n 'a b'" and doc["date"]

@@ -17,24 +17,20 @@ phi 0.2, other seeds than the training volume). Per truth volume i, with seed + 
 """
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import _bench
 from micro3diff import metrics, synth
 from micro3diff.anchors import Anchor, Anchors
 from micro3diff.api import load_model
 from micro3diff.fast import SamplerOptions
-from micro3diff.io import device_name, provenance, write_json
 from micro3diff.sampler import sample_volume, sampler_settings
 from micro3diff.schedule import NoiseSchedule
 
-RESULTS = Path(__file__).resolve().parent / "results"
 DISTANCES = (1, 2, 4, 8)
 
 
@@ -134,7 +130,7 @@ def figure(path: Path, truth, face_vol, unanchored, sections_vol, interp, idx, e
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _bench.parser(__doc__, out="anchors.json")
     p.add_argument("--model", default="spheres")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--count", type=int, default=6, help="truth volumes (each: three sampler runs)")
@@ -147,9 +143,9 @@ def main() -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--reference", default="runs/reproduce/data/spheres.npy",
                    help="the training volume (benchmarks/reproduce_paper.py --stages data)")
-    p.add_argument("--out", type=Path, default=RESULTS / "anchors.json")
     p.add_argument("--smoke", action="store_true", help="tiny run (32^3, 1 volume, 2 steps) for the tests")
     a = p.parse_args()
+    a.out = a.out or _bench.RESULTS / "anchors.json"
     if a.smoke:
         a.size, a.count, a.steps, a.harmonize, a.every, a.free_from = 32, 1, 2, 1, 8, 8
     if a.threads:
@@ -198,17 +194,15 @@ def main() -> None:
               f"{rec['sections']['accuracy']['interpolation']['all']:.3f}), {time.perf_counter() - t0:.0f} s", flush=True)
         if i == 0 and not a.smoke:
             figure(a.out.with_suffix(".png"), truth, face, free, sect, interp, idx, a.every)
-    write_json(a.out, {
+    _bench.write_result(a.out, {
         "what": "anchored reconstruction vs 3D ground truth (benchmarks/anchors.py docstring)",
         "model": a.model, "model_sha256": ckpt.sha256, "size": a.size, "count": a.count, "every": a.every,
         "sections": idx, "free_from": a.free_from, "distances": list(DISTANCES),
         "settings": {"preset": a.preset, "steps": cfg.steps, "n_harmonize": cfg.n_harmonize, "nfe": cfg.nfe,
                      "volume_fraction": ckpt.phase_fractions},
         "r_max": {"2d": r2d, "3d": r3d}, "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(),
-        "summary": summarise(records), "per_volume": records, "device": device_name(torch.device("cpu")),
-        "command": shlex.join(["python", "benchmarks/anchors.py", *sys.argv[1:]]), "versions": provenance(),
-    })
-    print(f"wrote {a.out}")
+        "summary": summarise(records), "per_volume": records,
+    }, "cpu", __file__)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 An anchor is a measured 2D phase image placed at ``index`` along one volume axis: ``x`` (array axis D:
 image (H, W), the slice a yz-plane model sees), ``y`` (H: image (D, W)) or ``z`` (W: image (D, H)); the
-letters follow the sampler (``micro3diff.sampler``: D = x, H = y, W = z). Before every denoiser call the
+letters are ``micro3diff.axes``'s (D = x, H = y, W = z). Before every denoiser call the
 sampler overwrites the anchored voxels of x_t with the forward-diffused anchor sqrt(ab) a + sqrt(1 - ab) z
 (RePaint, Lugmayr et al. 2022); the harmonization passes give the free voxels time to agree with them, and
 the final x_0 holds the anchors exactly. Anchor images are turned into phases by the training images' rules
@@ -17,9 +17,9 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
+from .axes import AXES
 from .errors import UserError
 
-AXES = ("x", "y", "z")  # volume axes D, H, W
 ImageLike = Union[np.ndarray, str, os.PathLike]
 
 

@@ -84,7 +84,7 @@ def plane_checkpoints(model: ModelLike | Mapping[str, ModelLike], device: Any = 
     UserError unless every plane is given and all share one noise schedule.
     """
     from .checkpoint import Checkpoint
-    from .sampler import PLANES
+    from .axes import PLANES
 
     specs = dict(model) if isinstance(model, Mapping) else dict.fromkeys(PLANES, model)
     if sorted(specs) != sorted(PLANES):

@@ -20,9 +20,8 @@ Conventions (shared by every function here and by the evaluation report):
 * ``error_rate`` (eq. 24): 100 * sum_r |f_gen(r) - f_ref(r)| / sum_r f_ref(r) over r = 0..r_max,
   applied to the ``average`` curves; a per-axis (or per-plane) error compares the matching parts.
 
-Axis names: the array axes of (D, H, W) are ("z", "y", "x"), those of (H, W) are ("y", "x"). Plane names
-follow the sampler (``micro3diff.sampler``, ``m3d sample --models``): "yz" = slices at fixed D (the first
-axis), "xz" = slices at fixed H, "xy" = slices at fixed W.
+Axis and plane names are ``micro3diff.axes``'s: the array axes of (D, H, W) are ("x", "y", "z"), those of an
+image (H, W) ("y", "z") (a yz slice); "yz" = slices at fixed D, "xz" = at fixed H, "xy" = at fixed W.
 """
 from __future__ import annotations
 
@@ -35,13 +34,13 @@ import numpy as np
 import torch
 
 from . import data, ops
+from .axes import AXES, PLANES
 from .errors import UserError
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 Threshold = Union[float, Literal["otsu"], None]
 METRICS = ("two_point", "lineal_path")
-AXIS_NAMES = {2: ("y", "x"), 3: ("z", "y", "x")}
-PLANES = ("yz", "xz", "xy")
+AXIS_NAMES = {2: AXES[1:], 3: AXES}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ import torch
 from . import metrics
 from .data import plane_slices
 from .errors import UserError
-from .sampler import PLANES
+from .axes import PLANES
 
 
 def plane_stack(volume: np.ndarray, plane: str) -> np.ndarray:

@@ -32,10 +32,10 @@ from .errors import UserError
 from .fast import SamplerOptions, network
 from .schedule import Affine, NoiseSchedule
 from .anchors import Anchors
+from .axes import PLANES
 from .unet import set_periodic
 from .volume_fraction import check_targets, steer
 
-PLANES = ("yz", "xz", "xy")
 # permute (V, D', C, H', W') after r % 3 rotations back to (V, C, D, H, W)
 _CANONICAL = ((0, 2, 1, 3, 4), (0, 2, 4, 1, 3), (0, 2, 3, 4, 1))
 

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from .checkpoint import save_checkpoint
 from .data import CropSampler, DataConfig, load_training_images
+from .axes import PLANES
 from .errors import UserError
 from .io import atomic_path, provenance, write_json
 from .schedule import DEFAULT_SCHEDULE, NoiseSchedule, ScheduleConfig
@@ -96,7 +97,7 @@ class TrainConfig:
         if not (0.0 <= self.ema < 1.0) or not 0 < self.lr < math.inf or self.warmup < 0:
             raise UserError(f"need 0 <= ema < 1, lr > 0, warmup >= 0 (got ema={self.ema}, lr={self.lr}, "
                             f"warmup={self.warmup})")
-        if self.plane not in (None, "yz", "xz", "xy"):
+        if self.plane is not None and self.plane not in PLANES:
             raise UserError(f"plane must be yz, xz or xy, got {self.plane!r}")
 
     def to_dict(self) -> dict:

@@ -40,7 +40,7 @@ def test_evaluate_writes_report_csv_and_plots(files, tmp_path, mode, ref):
     for name in ("two_point", "lineal_path"):
         m = report["metrics"][name]
         assert len(m["reference"]) == 7 and len(m["errors"]) == 2 and m["floor"]["n_crops"] == 4
-        assert set(m["part_errors"]) == ({"z", "y", "x"} if mode == "3d" else {"yz", "xz", "xy"})
+        assert set(m["part_errors"]) == ({"x", "y", "z"} if mode == "3d" else {"yz", "xz", "xy"})
         assert (out / f"{name}.png").stat().st_size > 1000
     with open(out / "curves.csv") as fh:
         rows = list(csv.DictReader(fh))

@@ -16,7 +16,8 @@ import click
 from .. import sampler
 from ..checks import machine_memory, number, require_memory, writable_outputs
 from ..errors import UserError
-from ._common import pick_device, progress_bar, quiet_option, say, user_errors, voxel_size_option
+from ..axes import PLANES
+from ._common import pick_device, progress_bar, quiet_option, say, set_threads, user_errors, voxel_size_option
 
 FORMATS = ("tif", "vti", "npy")
 
@@ -37,14 +38,14 @@ def _plane_names(model: str | None, specs: tuple[str, ...]) -> dict[str, str]:
     planes: dict[str, str] = {}
     for item in (part for spec in specs for part in spec.split(",") if part):
         plane, sep, name = item.partition("=")
-        if not sep or not name or plane not in sampler.PLANES or plane in planes:
+        if not sep or not name or plane not in PLANES or plane in planes:
             raise UserError(f"bad --models entry {item!r}: use PLANE=MODEL once per plane, PLANE in "
-                            f"{', '.join(sampler.PLANES)}")
+                            f"{', '.join(PLANES)}")
         planes[plane] = name
-    missing = [p for p in sampler.PLANES if p not in planes]
+    missing = [p for p in PLANES if p not in planes]
     if missing and model is None:
         raise UserError(f"give MODEL or --models for every plane (missing {', '.join(missing)})")
-    return {p: planes.get(p, model) for p in sampler.PLANES}
+    return {p: planes.get(p, model) for p in PLANES}
 
 
 def _formats(spec: str) -> list[str]:
@@ -152,10 +153,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     from ..schedule import NoiseSchedule
 
     rank, world = _rank_world()
-    if threads is not None:
-        if threads < 1:
-            raise UserError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if count < 1:
         raise UserError(f"--count must be >= 1, got {count}")
     if size is not None and shape:

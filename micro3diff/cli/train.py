@@ -6,7 +6,7 @@ import os
 import click
 
 from ..errors import UserError
-from ..sampler import PLANES
+from ..axes import PLANES
 from ..schedule import DEFAULT_SCHEDULE, PAPER_SCHEDULE, ScheduleConfig
 from ._common import pick_device, quiet_option, say, show_progress, user_errors, voxel_size_option
 

@@ -117,3 +117,13 @@ def test_evaluate_threads_quiet_and_disagreeing_voxel_sizes(tmp_path):
     assert res.exit_code == 2 and "different voxel sizes" in res.output and not (tmp_path / "y").exists()
     report, _ = evaluate(tmp_path, [tmp_path / "a.tif", tmp_path / "b.tif"], tmp_path / "ref.npy", "--voxel-size", 1)
     assert report["voxel_size"] == [1.0] * 3
+
+
+def test_evaluate_warns_when_generated_and_reference_voxel_sizes_differ(tmp_path):
+    write_phases(tmp_path / "g.tif", binary((12, 12, 12), 1), voxel_size=0.5)
+    write_phases(tmp_path / "ref.tif", binary((20, 20, 20), 2), voxel_size=1.0)
+    res = m3d("evaluate", tmp_path / "g.tif", "--reference", tmp_path / "ref.tif", "-o", tmp_path / "r")
+    assert res.exit_code == 0 and "warning: the generated volumes record voxel size" in res.output
+    write_phases(tmp_path / "ref.tif", binary((20, 20, 20), 2), voxel_size=0.5)
+    res = m3d("evaluate", tmp_path / "g.tif", "--reference", tmp_path / "ref.tif", "-o", tmp_path / "s")
+    assert res.exit_code == 0 and "warning" not in res.output

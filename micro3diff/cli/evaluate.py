@@ -23,7 +23,12 @@ def _voxel_size(generated: tuple[Path, ...], reference: Path) -> tuple[tuple[flo
     if len(found) > 1:
         raise UserError(f"the generated files record different voxel sizes ({', '.join(map(str, sorted(found)))}); "
                         f"give --voxel-size")
-    return found.pop() if found else read_voxel_size(reference)
+    ref = read_voxel_size(reference)
+    if found and ref and ref not in found:
+        (size, unit), (rsize, runit) = next(iter(found)), ref
+        click.echo(f"warning: the generated volumes record voxel size {size} {unit} but the reference {rsize} {runit}; S2 and L "
+                   f"are compared lag by lag in voxels, so resample one of them to the other's voxel size", err=True)
+    return found.pop() if found else ref
 
 
 def _threshold(value: str | None) -> float | str | None:

@@ -22,8 +22,8 @@ def test_iid_gaussian_free_voxels_unchanged_and_anchors_exact(shape, n_h):
     """i.i.d. data: the exact denoiser acts voxel by voxel, so anchoring must leave every free voxel as the
     unanchored run made it (same seed: the same bits), and the anchored voxels end exactly at +-1."""
     truth = (torch.rand(shape, generator=torch.Generator().manual_seed(0)) < 0.3).numpy().astype(np.uint8)
-    anchors = Anchors([Anchor("x", 1, truth[1]), Anchor("y", shape[1] - 1, truth[:, -1]), Anchor("z", 0, truth[:, :, 0])],
-                      shape, 1)
+    anchors = Anchors([Anchor("x", 1, truth[1]), Anchor("y", shape[1] - 1, truth[:, -1]),
+                       Anchor("z", 0, truth[:, :, 0])], shape, 1)
     kw = dict(steps=20, n_harmonize=n_h, seed=4)
     free = sample_volume(GaussianOracle(0.5), SCHEDULE, shape, 2, **kw).volume[:, 0]
     out = sample_volume(GaussianOracle(0.5), SCHEDULE, shape, 2, anchors=anchors, **kw).volume[:, 0]

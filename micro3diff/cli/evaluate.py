@@ -26,8 +26,8 @@ def _voxel_size(generated: tuple[Path, ...], reference: Path) -> tuple[tuple[flo
     ref = read_voxel_size(reference)
     if found and ref and ref not in found:
         (size, unit), (rsize, runit) = next(iter(found)), ref
-        click.echo(f"warning: the generated volumes record voxel size {size} {unit} but the reference {rsize} {runit}; S2 and L "
-                   f"are compared lag by lag in voxels, so resample one of them to the other's voxel size", err=True)
+        click.echo(f"warning: the generated volumes record voxel size {size} {unit} but the reference {rsize} {runit}; "
+                   f"S2 and L are compared lag by lag in voxels, so resample one to the other's voxel size", err=True)
     return found.pop() if found else ref
 
 

@@ -268,7 +268,8 @@ def test_stale_partial_files_of_synth_and_evaluate_are_removed(tmp_path):
     stale[1].parent.mkdir()
     for p in stale:
         p.write_bytes(b"half")
-    assert m3d("synth", "spheres", "--size", "24", "--diameter", "6", "-o", tmp_path / "a.npy").exit_code == 0
+    res = m3d("synth", "spheres", "--size", "24", "--diameter", "6", "--seed", "1", "-o", tmp_path / "a.npy")
+    assert res.exit_code == 0, res.output
     vol = tmp_path / "v.npy"
     np.save(vol, (np.random.default_rng(0).random((8, 8, 8)) < 0.4).astype(np.uint8))
     res = m3d("evaluate", vol, "--reference", tmp_path / "a.npy", "--crops", "2", "-o", tmp_path / "rep")

@@ -169,8 +169,7 @@ class Anchors:
 
         z: per volume from its own generator (CPU draws, so the volume is the same on any device).
         """
-        mask, known = self._on(x.device)
-        values = known[:, mask]  # (C, M)
+        mask, values = self._on(x.device)
         for v, gen in enumerate(generators):
             if alphabar >= 1.0:
                 x[v][:, mask] = values
@@ -179,6 +178,8 @@ class Anchors:
             x[v][:, mask] = alphabar ** 0.5 * values + (1 - alphabar) ** 0.5 * z
 
     def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mask (D, H, W) and the anchored values (C, M) on ``device``, gathered once."""
         if device not in self._cache:
-            self._cache[device] = (self.mask.to(device), self.known.to(device))
+            mask = self.mask.to(device)
+            self._cache[device] = (mask, self.known.to(device)[:, mask])
         return self._cache[device]

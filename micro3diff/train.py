@@ -122,6 +122,7 @@ class TrainConfig:
 # Preset -> U-Net preset and training defaults (individual options override them).
 TRAIN_PRESETS: dict[str, dict] = {
     "tiny": dict(unet="tiny", steps=2000, batch=16, warmup=100, ema=0.995, save_every=500, log_every=10),
+    "cpu": dict(unet="cpu", steps=2000, batch=16, warmup=100, ema=0.995, save_every=500, log_every=10),
     "small": dict(unet="small", steps=20000, batch=32, warmup=1000, ema=0.999, save_every=1000, log_every=50),
     # A.1: Adam, lr 3e-4, 10000 warm-up steps, batch 64 (3.4: 32 per GPU), 50000 steps.
     "paper": dict(unet="paper", steps=50000, batch=32, warmup=10000, ema=0.9999, save_every=5000, log_every=100),

@@ -1,5 +1,8 @@
 """The 2D epsilon-prediction U-Net (Imagen-base family, paper A.1), fully convolutional.
 
+An optional pixel-unshuffle stem (``stem`` = s > 1) folds each s x s patch into channels before the first
+convolution and unfolds the output after the last: the network then runs at 1/s of the resolution with wider
+convolutions, which a CPU runs much closer to its matmul ceiling (benchmarks/cpu_speed.py).
 Levels ``dim * dim_mults[i]``, each with ``num_resnet_blocks`` time-conditioned residual blocks and
 optional self-attention (``scaled_dot_product_attention``), downsampling between levels, a middle
 block with attention, and a mirrored up path with skip connections. Any image side divisible by
@@ -20,7 +23,8 @@ from .errors import UserError
 
 @dataclass(frozen=True)
 class UNetConfig:
-    """Architecture. ``attention[i]``: self-attention at level i; heads x head_dim the attention width."""
+    """Architecture. ``attention[i]``: self-attention at level i; heads x head_dim the attention width;
+    ``stem``: pixel-unshuffle factor of the input (1: none)."""
 
     channels: int = 1
     dim: int = 32
@@ -30,27 +34,28 @@ class UNetConfig:
     heads: int = 4
     head_dim: int = 32
     groups: int = 8
+    stem: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dim_mults", tuple(int(m) for m in self.dim_mults))
         object.__setattr__(self, "attention", tuple(bool(a) for a in self.attention))
         if len(self.attention) != len(self.dim_mults):
             raise UserError(f"attention has {len(self.attention)} entries but dim_mults has {len(self.dim_mults)}")
-        sizes = (self.dim, self.groups, self.heads, self.head_dim, self.channels, self.num_resnet_blocks)
+        sizes = (self.dim, self.groups, self.heads, self.head_dim, self.channels, self.num_resnet_blocks, self.stem)
         if min(sizes) < 1 or self.dim % self.groups:
             raise UserError(f"invalid U-Net config: dim={self.dim} must be a multiple of groups={self.groups}; "
-                            f"dim, groups, heads, head_dim, channels and num_resnet_blocks must be >= 1")
+                            f"dim, groups, heads, head_dim, channels, num_resnet_blocks and stem must be >= 1")
 
     @property
     def divisor(self) -> int:
         """Image sides must be multiples of this."""
-        return 2 ** (len(self.dim_mults) - 1)
+        return self.stem * 2 ** (len(self.dim_mults) - 1)
 
     def forward_bytes(self, h: int, w: int) -> int:
         """Rough peak memory of one h x w image's no-grad forward: skip tensors, working tensors, attention maps."""
         floats = 0.0
         for level, (mult, attn) in enumerate(zip(self.dim_mults, self.attention)):
-            pixels = h * w / 4**level
+            pixels = h * w / self.stem**2 / 4**level
             floats += (self.num_resnet_blocks + 8) * self.dim * mult * pixels
             if attn or level == len(self.dim_mults) - 1:  # the middle block attends at the deepest level
                 floats += self.heads * pixels**2
@@ -71,6 +76,9 @@ UNET_PRESETS: dict[str, UNetConfig] = {
     "base": UNetConfig(dim=64, dim_mults=(1, 2, 4, 8), attention=(False, False, True, True), num_resnet_blocks=2,
                        heads=4, head_dim=32),
     # Paper A.1: dim 128, mults 1,2,4,8, attention F,F,T,T, 2 resnet blocks, 8 heads of 64.
+    # CPU-shaped (same FLOPs per pixel as tiny): a 4x4 pixel-unshuffle stem, then 64 / 128 / 128 channels.
+    "cpu": UNetConfig(dim=64, dim_mults=(1, 2, 2), attention=(False, False, False), num_resnet_blocks=1, heads=2,
+                      head_dim=16, stem=4),
     "paper": UNetConfig(dim=128, dim_mults=(1, 2, 4, 8), attention=(False, False, True, True), num_resnet_blocks=2,
                         heads=8, head_dim=64),
 }
@@ -139,7 +147,8 @@ class UNet(nn.Module):
         self.config = cfg = config
         time_dim = 4 * cfg.dim
         self.time_mlp = nn.Sequential(nn.Linear(cfg.dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
-        self.init_conv = nn.Conv2d(cfg.channels, cfg.dim, 3, padding=1)
+        folded = cfg.channels * cfg.stem**2  # channels after the pixel-unshuffle stem
+        self.init_conv = nn.Conv2d(folded, cfg.dim, 3, padding=1)
         widths = [cfg.dim * m for m in cfg.dim_mults]
         n = cfg.num_resnet_blocks
 
@@ -169,7 +178,7 @@ class UNet(nn.Module):
             self.up.append(Level(cins, w, time_dim, cfg, attend))
             self.upsample.append(nn.Conv2d(w, w, 3, padding=1) if i > 0 else nn.Identity())
         self.out_norm = nn.GroupNorm(math.gcd(cfg.groups, prev), prev)
-        self.out_conv = nn.Conv2d(prev, cfg.channels, 3, padding=1)
+        self.out_conv = nn.Conv2d(prev, folded, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
@@ -178,7 +187,8 @@ class UNet(nn.Module):
         if x.shape[-1] % d or x.shape[-2] % d:
             raise ValueError(f"image sides {tuple(x.shape[-2:])} must be multiples of {d} for this U-Net")
         temb = self.time_mlp(timestep_embedding(t, self.config.dim))
-        h = self.init_conv(x)
+        s = self.config.stem
+        h = self.init_conv(F.pixel_unshuffle(x, s) if s > 1 else x)
         hs = [h]
         for level, down in zip(self.down, self.downsample):
             for block, attn in zip(level.blocks, level.attns):
@@ -193,7 +203,8 @@ class UNet(nn.Module):
                 h = attn(block(torch.cat([h, hs.pop()], dim=1), temb))
             if not isinstance(up, nn.Identity):
                 h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return self.out_conv(F.silu(self.out_norm(h)))
+        out = self.out_conv(F.silu(self.out_norm(h)))
+        return F.pixel_shuffle(out, s) if s > 1 else out
 
 
 def set_periodic(model: nn.Module, periodic: bool) -> None:

@@ -34,7 +34,7 @@ def _dim_mults(value: str | None) -> tuple[int, ...] | None:
 @click.argument("data", nargs=-1, type=click.Path())
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Run folder (checkpoints, log, config).")
 @click.option("--image-size", type=int, default=64, show_default=True, help="Training crop side S.")
-@click.option("--preset", type=click.Choice(["tiny", "small", "paper"]), default="small", show_default=True,
+@click.option("--preset", type=click.Choice(["tiny", "cpu", "small", "paper"]), default="small", show_default=True,
               help="U-Net size and training defaults.")
 @click.option("--schedule", "schedule", type=click.Choice(list(SCHEDULE_CHOICES)), default="zsnr", show_default=True,
               help="Noise schedule and prediction: zsnr (linear betas rescaled to zero terminal SNR, "

@@ -1,17 +1,32 @@
 """Anchored reconstruction, measured against real 3D ground truth -> benchmarks/results/anchors.json (+ .png).
 
-Truth: synthetic 3D volumes of the kind the ``spheres`` model was trained on (``synth.spheres``: d ~ N(15, 4),
-phi 0.2, other seeds than the training volume). Per truth volume i, with seed + i for every sampler run:
+Cases (``--cases``), each with its shipped model:
+
+* ``spheres``: truths of the kind the ``spheres`` model was trained on (``synth.spheres``: d ~ N(15, 4),
+  phi 0.2, other seeds than the training volume); free-region reference: the training volume;
+* ``carbonate``: there is no real 3D carbonate, so the truth is carbonate-like: a Boolean model of
+  overlapping spheres (``synth.overlapping_spheres``, the spheres are phase 1) at the micrograph's phi, with
+  the radius fitted to the micrograph's S2 (least squares of the analytic Boolean S2 over r <= 16); the
+  micrograph (Li et al. 2018, CC BY 4.0, ``../shared/data/li2018``, read at run time) is the free-region
+  reference (isotropy assumed). The shipped model learnt the micrograph, not this truth: a mismatch case.
+
+Per truth volume i, with seed + i for every sampler run:
 
 * sections: every ``--every``-th slice along x (array axis D) anchored, the rest held out; held-out slices
-  scored against the truth (voxel accuracy, overall and by distance to the nearest section; 2D S2 / L error
-  of the held-out slices' mean curve vs the truth's) beside two baselines: linear interpolation between the
-  sections (thresholded at 0.5; copies of the last section beyond it) and an unanchored volume;
-* face: slice x = 0 anchored; continuity from the face, P(phase 1 at x = 0 and at x = k) and the lineal
-  path from the face along x (P(phase 1 on x = 0..k)), k = 1, 2, 4, 8, against the truth and against the face
-  pasted into the unanchored volume; the free region (x >= ``--free-from``): 3D S2 / L error vs the training
-  reference, anchored against unanchored;
+  scored against the truth (voxel accuracy over all held-out slices, over those between two sections, and by
+  distance to the nearest section; 2D S2 / L error of the held-out slices' mean curve vs the truth's, all and
+  between) for: an anchored realization; with ``--vote N`` the per-voxel majority of N anchored realizations
+  (seeds seed + i, ...; the first is the realization) and ``vote_phi``, their share thresholded at the
+  sections' phase fraction (``anchors.point_estimate``); linear interpolation between the sections
+  (thresholded at 0.5; copies of the last section beyond it) and an unanchored volume;
+* face (unless ``--no-face``): slice x = 0 anchored; continuity from the face, P(phase 1 at x = 0 and at
+  x = k) and the lineal path from the face along x (P(phase 1 on x = 0..k)), k = 1, 2, 4, 8, against the
+  truth and against the face pasted into the unanchored volume; the free region (x >= ``--free-from``): 3D
+  S2 / L error vs the case's reference, anchored against unanchored;
 * exactness: anchored voxels that differ from the input (must be 0).
+
+Sampler levers: ``--anchor-mode`` (``Anchors`` modes), ``--skip-parallel`` (``Anchors``), ``--vf
+model|anchors|off`` (volume-fraction control target: the model's phi, the anchored slices' phi, none).
 
   PYTHONPATH=. python benchmarks/anchors.py --count 6 --size 64 --preset preview --threads 1
 """
@@ -25,21 +40,70 @@ import torch
 
 import _bench
 from micro3diff import metrics, synth
-from micro3diff.anchors import Anchor, Anchors
+from micro3diff.anchors import MODES, Anchor, Anchors, point_estimate
 from micro3diff.api import load_model
 from micro3diff.fast import SamplerOptions
 from micro3diff.sampler import sample_volume, sampler_settings
 from micro3diff.schedule import NoiseSchedule
 
 DISTANCES = (1, 2, 4, 8)
+CASES = {"spheres": "spheres", "carbonate": "carbonate"}  # case -> shipped model
 
 
-def sample(ckpt, shape, seed: int, cfg, anchors: list[Anchor] | None) -> np.ndarray:
-    """One volume (D, H, W) uint8 of the checkpoint, volume-fraction control on (``m3d sample``'s default)."""
-    res = sample_volume(ckpt.model, NoiseSchedule(ckpt.schedule), shape, 1, preset=cfg, seed=seed,
-                        options=SamplerOptions.fast("cpu"), volume_fraction=ckpt.phase_fractions,
-                        anchors=Anchors(anchors, shape, 1) if anchors else None)
-    return res.phases[0].numpy()
+def boolean_radius(image: np.ndarray, r_fit: int = 16) -> tuple[float, float]:
+    """(phi, R): the phase-1 fraction of ``image`` (H, W) and the sphere radius whose 3D Boolean model at that
+    phi has the 2D S2 closest to the image's (least squares over r = 0..r_fit; S2 of the covered phase is
+    1 - 2q + q^(1 + 3r/4R - r^3/16R^3), q = 1 - phi, r < 2R)."""
+    s2 = metrics.two_point(torch.from_numpy(image), r_fit).average.numpy()
+    phi, r = float(image.mean()), np.arange(r_fit + 1)
+    q = 1 - phi
+
+    def model(radius: float) -> np.ndarray:
+        k = np.where(r < 2 * radius, 1 - 3 * r / (4 * radius) + r ** 3 / (16 * radius ** 3), 0.0)
+        return 1 - 2 * q + q ** (2 - k)
+
+    radii = np.arange(1.0, 12.0, 0.05)
+    return phi, float(radii[np.argmin([((model(R) - s2) ** 2).sum() for R in radii])])
+
+
+def make_case(case: str, a, shape) -> tuple:
+    """(truth(seed) -> (D, H, W) uint8, free-region reference curves {metric: (r3d + 1,)} or None, facts)."""
+    r3d = (a.size - a.free_from) // 2
+    if case == "spheres":
+        ref = torch.from_numpy(np.load(a.reference)) if Path(a.reference).is_file() else None
+        curves = None if ref is None else {n: metrics.metric_function(n)(ref, r3d, ndim=3, phase=1).average
+                                           for n in metrics.METRICS}
+        return (lambda seed: synth.spheres(shape, seed=seed).array.astype(np.uint8)), curves, {
+            "truth": "synth.spheres(d ~ N(15, 4), phi 0.2)", "reference": a.reference}
+    image = np.load(a.carbonate).astype(np.uint8)
+    phi, radius = boolean_radius(image)
+    curves = {n: metrics.metric_function(n)(torch.from_numpy(image), r3d, ndim=2, phase=1).average
+              for n in metrics.METRICS}
+
+    def truth(seed: int) -> np.ndarray:
+        return (1 - synth.overlapping_spheres(shape, radius, 1 - phi, seed=seed).array).astype(np.uint8)
+
+    return truth, curves, {"truth": f"1 - synth.overlapping_spheres(radius {radius:.2f}, matrix_fraction "
+                                    f"{1 - phi:.4f}): S2-fitted to the micrograph", "radius": radius,
+                           "reference": "../shared/data/li2018/carbonate_resized.npy (Li et al. 2018, CC BY 4.0)"}
+
+
+def sample(ckpt, shape, seed: int, cfg, anchors: list[Anchor] | None, n: int, mode: str,
+           vf: list[float] | None, skip: bool = False) -> np.ndarray:
+    """``n`` volumes (n, D, H, W) uint8 of the checkpoint, seeds seed..seed + n - 1."""
+    res = sample_volume(ckpt.model, NoiseSchedule(ckpt.schedule), shape, n, preset=cfg, seed=seed,
+                        options=SamplerOptions.fast("cpu"), volume_fraction=vf,
+                        anchors=Anchors(anchors, shape, 1, mode, skip) if anchors else None)
+    return res.phases.numpy()
+
+
+def vf_target(how: str, ckpt, anchors: list[Anchor]) -> list[float] | None:
+    """The control's target: the model's phi, the anchored slices' phi, or None (off)."""
+    if how == "off":
+        return None
+    if how == "anchors" and anchors:
+        return [float(np.mean([x.labels.mean() for x in anchors]))]
+    return ckpt.phase_fractions
 
 
 def interpolate(truth: np.ndarray, idx: list[int]) -> np.ndarray:
@@ -80,12 +144,20 @@ def continuity(volume: np.ndarray, face: np.ndarray) -> dict[str, list[float]]:
     return {"cross_s2": cross, "lineal_from_face": lineal}
 
 
-def accuracy_by_distance(pred: np.ndarray, truth: np.ndarray, idx: list[int]) -> dict:
-    held = [x for x in range(truth.shape[0]) if x not in idx]
-    dist = {x: min(abs(x - i) for i in idx) for x in held}
-    acc = {d: float(np.mean([(pred[x] == truth[x]).mean() for x in held if dist[x] == d]))
-           for d in sorted(set(dist.values())) if d <= max(DISTANCES)}
-    return {"all": float((pred[held] == truth[held]).mean()), "by_distance": acc}
+def held_out(size: int, idx: list[int]) -> dict[str, list[int]]:
+    """Held-out x: all, and those between two sections."""
+    held = [x for x in range(size) if x not in idx]
+    return {"all": held, "between": [x for x in held if x < idx[-1]]}
+
+
+def score(pred: np.ndarray, truth: np.ndarray, idx: list[int], r2d: int) -> dict:
+    """Held-out accuracy (all, between, by distance to the nearest section) and 2D S2 / L error (all, between)."""
+    held = held_out(truth.shape[0], idx)
+    dist = {x: min(abs(x - i) for i in idx) for x in held["all"]}
+    acc = {k: float((pred[v] == truth[v]).mean()) for k, v in held.items()}
+    acc["by_distance"] = {d: float(np.mean([(pred[x] == truth[x]).mean() for x in held["all"] if dist[x] == d]))
+                          for d in sorted(set(dist.values())) if d <= max(DISTANCES)}
+    return {"accuracy": acc, "error_2d": {k: error2d(pred[v], truth[v], r2d) for k, v in held.items()}}
 
 
 def mean_sd(values: list[float]) -> list[float]:
@@ -102,18 +174,21 @@ def summarise(per_volume: list[dict]) -> dict:
     return mean_sd(per_volume)
 
 
-def figure(path: Path, truth, face_vol, unanchored, sections_vol, interp, idx, every: int) -> None:
+def figure(path: Path, case: str, truth, face_vol, unanchored, sections_vol, interp, vote, idx, every: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     mid = idx[0] + every // 2
-    rows = [("face anchored at x=0", [face_vol[k] for k in (0, *DISTANCES)], [f"x={k}" for k in (0, *DISTANCES)]),
-            ("unanchored", [unanchored[k] for k in (0, *DISTANCES)], [f"x={k}" for k in (0, *DISTANCES)]),
-            (f"held-out x={mid} (sections every {every})", [truth[mid], sections_vol[mid], interp[mid], unanchored[mid]],
-             ["truth", "anchored", "interpolation", "unanchored"])]
-    fig, axes = plt.subplots(3, 5, figsize=(12, 7.6))
+    held = [truth[mid], sections_vol[mid], *([] if vote is None else [vote[mid]]), interp[mid], unanchored[mid]]
+    names = ["truth", "anchored", *([] if vote is None else ["vote"]), "interpolation", "unanchored"]
+    rows = [(f"held-out x={mid} (sections every {every})", held, names)]
+    if face_vol is not None:
+        ks = (0, *DISTANCES)
+        rows = [("face anchored at x=0", [face_vol[k] for k in ks], [f"x={k}" for k in ks]),
+                ("unanchored", [unanchored[k] for k in ks], [f"x={k}" for k in ks]), *rows]
+    fig, axes = plt.subplots(len(rows), 5, figsize=(12, 2.6 * len(rows)), squeeze=False)
     for r, (title, images, labels) in enumerate(rows):
         for c in range(5):
             ax = axes[r, c]
@@ -123,85 +198,122 @@ def figure(path: Path, truth, face_vol, unanchored, sections_vol, interp, idx, e
                 ax.set_title(labels[c], fontsize=9)
         axes[r, 0].text(-0.15, 0.5, title, transform=axes[r, 0].transAxes, rotation=90, va="center", ha="right",
                         fontsize=9)
-    fig.suptitle("Anchored reconstruction (shipped spheres model; yz slices at fixed x, 0 = matrix, 1 = sphere)")
+    fig.suptitle(f"Anchored reconstruction, {case} (shipped {CASES[case]} model; yz slices at fixed x, phase 1 white)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def run_case(case: str, a, cfg, t0: float) -> dict:
+    ckpt = load_model(CASES[case])
+    shape = (a.size,) * 3
+    idx = list(range(0, a.size, a.every))
+    r2d, r3d = a.size // 2, (a.size - a.free_from) // 2
+    make_truth, ref_curves, facts = make_case(case, a, shape)
+    records = []
+    for i in range(a.count):
+        truth = make_truth(a.seed + 1000 + i)
+        seed = a.seed + i
+        sections = [Anchor("x", x, truth[x]) for x in idx]
+        free = sample(ckpt, shape, seed, cfg, None, 1, a.anchor_mode, vf_target(a.vf, ckpt, []))[0]
+        sect_all = sample(ckpt, shape, seed, cfg, sections, a.vote or 1, a.anchor_mode,
+                          vf_target(a.vf, ckpt, sections), a.skip_parallel)
+        sect, interp = sect_all[0], interpolate(truth, idx)
+        vote = (sect_all.mean(0) > 0.5).astype(np.uint8) if a.vote else None
+        votes = {} if vote is None else {
+            "vote": vote, "vote_phi": point_estimate(torch.from_numpy(sect_all), truth[idx].mean()).numpy()}
+        methods = {"anchored": sect, **votes, "interpolation": interp, "unanchored": free}
+        rec = {"exact_mismatches": int((sect_all[:, idx] != truth[idx]).sum()),
+               "sections": {m: score(v, truth, idx, r2d) for m, v in methods.items()},
+               "phi": {"truth": float(truth.mean()), **{m: float(v.mean()) for m, v in methods.items()}}}
+        face = None
+        if not a.no_face:
+            anchor = [Anchor("x", 0, truth[0])]
+            face = sample(ckpt, shape, seed, cfg, anchor, 1, a.anchor_mode, vf_target(a.vf, ckpt, anchor),
+                          a.skip_parallel)[0]
+            rec["exact_mismatches"] += int((face[0] != truth[0]).sum())
+            rec["phi"]["face"] = float(face.mean())
+            pasted = free.copy()
+            pasted[0] = truth[0]
+            rec["face"] = {"continuity": {"truth": continuity(truth, truth[0]), "anchored": continuity(face, truth[0]),
+                                          "pasted": continuity(pasted, truth[0])}}
+            if ref_curves is not None:
+                rec["face"]["free_region_error_3d"] = {"anchored": error3d(face[a.free_from:], ref_curves, r3d),
+                                                       "unanchored": error3d(free[a.free_from:], ref_curves, r3d)}
+        records.append(rec)
+        acc = {m: f"{v['accuracy']['between']:.3f}" for m, v in rec["sections"].items()}
+        print(f"{case} truth {i + 1}/{a.count}: mismatches {rec['exact_mismatches']}, held-out accuracy between "
+              f"sections {acc}, {time.perf_counter() - t0:.0f} s", flush=True)
+        if i == 0 and a.figure:
+            figure(a.out.with_name(f"{a.out.stem}_{case}.png"), case, truth, face, free, sect, interp, vote, idx,
+                   a.every)
+    return {"model": CASES[case], "model_sha256": ckpt.sha256, **facts, "summary": summarise(records),
+            "per_volume": records}
+
+
+def merge(paths: list[Path], out: Path) -> None:
+    """One result from runs of the same settings on different cases; each run's command, seconds and load kept."""
+    import json
+
+    runs = [json.loads(path.read_text()) for path in paths]
+    keys = ("size", "count", "every", "free_from", "settings")
+    if any({k: r[k] for k in keys} != {k: runs[0][k] for k in keys} for r in runs):
+        raise SystemExit(f"--merge: the runs differ in one of {', '.join(keys)}")
+    cases = {c: {**v, "run": {k: r[k] for k in ("command", "seconds", "threads", "load_average_1_5_15min")}}
+             for r in runs for c, v in r["cases"].items()}
+    _bench.write_result(out, {**{k: v for k, v in runs[0].items() if k not in ("cases", "command")}, "cases": cases,
+                              "merged": [str(path) for path in paths]}, "cpu", __file__)
+
+
 def main() -> None:
     p = _bench.parser(__doc__, out="anchors.json")
-    p.add_argument("--model", default="spheres")
+    p.add_argument("--cases", default="spheres", help=f"comma-separated, of {', '.join(CASES)}")
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--count", type=int, default=6, help="truth volumes (each: three sampler runs)")
+    p.add_argument("--count", type=int, default=6, help="truth volumes per case")
     p.add_argument("--every", type=int, default=8, help="section spacing")
     p.add_argument("--free-from", type=int, default=16, help="first x of the free region of the face case")
     p.add_argument("--preset", default="preview")
     p.add_argument("--steps", type=int)
     p.add_argument("--harmonize", type=int)
+    p.add_argument("--anchor-mode", choices=MODES, default="repaint")
+    p.add_argument("--skip-parallel", action="store_true", help="skip the plane of the anchors (yz)")
+    p.add_argument("--vf", choices=("model", "anchors", "off"), default="model",
+                   help="volume-fraction control target (model: m3d sample's default)")
+    p.add_argument("--vote", type=int, help="also score the per-voxel majority of N anchored realizations (odd N)")
+    p.add_argument("--no-face", action="store_true", help="sections only (ablations)")
+    p.add_argument("--figure", action="store_true", help="write <out>_<case>.png from the first truth")
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--threads", type=int)
     p.add_argument("--reference", default="runs/reproduce/data/spheres.npy",
-                   help="the training volume (benchmarks/reproduce_paper.py --stages data)")
+                   help="spheres: the training volume (benchmarks/reproduce_paper.py --stages data)")
+    p.add_argument("--carbonate", default=str(_bench.CARBONATE), help="carbonate: the micrograph")
     p.add_argument("--smoke", action="store_true", help="tiny run (32^3, 1 volume, 2 steps) for the tests")
+    p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                   help="instead of running: the cases of these results (one setting, e.g. one case each, run side "
+                        "by side) into --out")
     a = p.parse_args()
+    if a.merge:
+        return merge(a.merge, a.out or _bench.RESULTS / "anchors.json")
+    cases = a.cases.split(",")
+    if set(cases) - set(CASES) or (a.vote is not None and (a.vote < 1 or a.vote % 2 == 0)):
+        p.error(f"--cases takes {', '.join(CASES)}; --vote an odd N >= 1")
     a.out = a.out or _bench.RESULTS / "anchors.json"
     if a.smoke:
         a.size, a.count, a.steps, a.harmonize, a.every, a.free_from = 32, 1, 2, 1, 8, 8
     if a.threads:
         torch.set_num_threads(a.threads)
-    ckpt = load_model(a.model)
     cfg = sampler_settings(a.preset, steps=a.steps, n_harmonize=a.harmonize)
-    shape = (a.size,) * 3
-    idx = list(range(0, a.size, a.every))
-    r2d, r3d = a.size // 2, (a.size - a.free_from) // 2
-    ref = torch.from_numpy(np.load(a.reference)) if Path(a.reference).is_file() else None
-    ref_curves = None if ref is None else {
-        n: metrics.metric_function(n)(ref, r3d, ndim=3, phase=1).average for n in metrics.METRICS}
-    records, t0 = [], time.perf_counter()
-    for i in range(a.count):
-        truth = synth.spheres(shape, seed=a.seed + 1000 + i).array.astype(np.uint8)
-        seed = a.seed + i
-        sections = [Anchor("x", x, truth[x]) for x in idx]
-        free = sample(ckpt, shape, seed, cfg, None)
-        sect = sample(ckpt, shape, seed, cfg, sections)
-        face = sample(ckpt, shape, seed, cfg, [Anchor("x", 0, truth[0])])
-        interp = interpolate(truth, idx)
-        held = [x for x in range(a.size) if x not in idx]
-        pasted = free.copy()
-        pasted[0] = truth[0]
-        rec = {
-            "exact_mismatches": int((sect[idx] != truth[idx]).sum() + (face[0] != truth[0]).sum()),
-            "sections": {
-                "accuracy": {"anchored": accuracy_by_distance(sect, truth, idx),
-                             "interpolation": accuracy_by_distance(interp, truth, idx),
-                             "unanchored": accuracy_by_distance(free, truth, idx)},
-                "error_2d": {"anchored": error2d(sect[held], truth[held], r2d),
-                             "interpolation": error2d(interp[held], truth[held], r2d),
-                             "unanchored": error2d(free[held], truth[held], r2d)},
-            },
-            "face": {"continuity": {"truth": continuity(truth, truth[0]), "anchored": continuity(face, truth[0]),
-                                    "pasted": continuity(pasted, truth[0])}},
-            "phi": {"truth": float(truth.mean()), "sections": float(sect.mean()), "face": float(face.mean()),
-                    "unanchored": float(free.mean())},
-        }
-        if ref_curves is not None:
-            rec["face"]["free_region_error_3d"] = {"anchored": error3d(face[a.free_from:], ref_curves, r3d),
-                                                   "unanchored": error3d(free[a.free_from:], ref_curves, r3d)}
-        records.append(rec)
-        print(f"truth {i + 1}/{a.count}: mismatches {rec['exact_mismatches']}, held-out accuracy "
-              f"{rec['sections']['accuracy']['anchored']['all']:.3f} (interp "
-              f"{rec['sections']['accuracy']['interpolation']['all']:.3f}), {time.perf_counter() - t0:.0f} s", flush=True)
-        if i == 0 and not a.smoke:
-            figure(a.out.with_suffix(".png"), truth, face, free, sect, interp, idx, a.every)
+    t0 = time.perf_counter()
+    results = {case: run_case(case, a, cfg, t0) for case in cases}
     _bench.write_result(a.out, {
         "what": "anchored reconstruction vs 3D ground truth (benchmarks/anchors.py docstring)",
-        "model": a.model, "model_sha256": ckpt.sha256, "size": a.size, "count": a.count, "every": a.every,
-        "sections": idx, "free_from": a.free_from, "distances": list(DISTANCES),
+        "size": a.size, "count": a.count, "every": a.every, "sections": list(range(0, a.size, a.every)),
+        "free_from": None if a.no_face else a.free_from, "distances": list(DISTANCES),
         "settings": {"preset": a.preset, "steps": cfg.steps, "n_harmonize": cfg.n_harmonize, "nfe": cfg.nfe,
-                     "volume_fraction": ckpt.phase_fractions},
-        "r_max": {"2d": r2d, "3d": r3d}, "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(),
-        "summary": summarise(records), "per_volume": records,
+                     "anchor_mode": a.anchor_mode, "skip_parallel": a.skip_parallel, "volume_fraction": a.vf,
+                     "vote": a.vote},
+        "r_max": {"2d": a.size // 2, "3d": (a.size - a.free_from) // 2}, "seconds": time.perf_counter() - t0,
+        "threads": torch.get_num_threads(), "cases": results,
     }, "cpu", __file__)
 
 

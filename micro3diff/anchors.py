@@ -17,7 +17,7 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
-from .axes import AXES
+from .axes import AXES, PLANES
 from .errors import UserError
 
 ImageLike = Union[np.ndarray, str, os.PathLike]
@@ -127,10 +127,26 @@ def describe(anchors: Sequence[Anchor]) -> list[dict]:
             for a in anchors]
 
 
-class Anchors:
-    """The anchored voxels of a (D, H, W) volume: ``mask`` (D, H, W) bool, ``known`` (C, D, H, W) x_0 values."""
+MODES = ("repaint", "trajectory")
 
-    def __init__(self, anchors: Sequence[Anchor], shape: tuple[int, int, int], channels: int):
+
+class Anchors:
+    """The anchored voxels of a (D, H, W) volume: ``mask`` (D, H, W) bool, ``known`` (C, D, H, W) x_0 values.
+
+    ``mode`` "repaint": ``impose`` before every denoiser call (fresh noise each call); "trajectory": ``impose``
+    before the first call only, then ``pin`` after every call, so that the anchored voxels of x_t follow one
+    forward-diffusion path of the anchor (the update's posterior q(x_t' | x_t, x_0 = anchor)).
+    ``skip_parallel`` (anchors all along one axis): the sampler skips the plane of the anchors (``skip``),
+    whose calls cannot carry them into the free slices.
+    """
+
+    def __init__(self, anchors: Sequence[Anchor], shape: tuple[int, int, int], channels: int,
+                 mode: str = "repaint", skip_parallel: bool = False):
+        if mode not in MODES:
+            raise UserError(f"anchor mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode = mode
+        axes = {a.axis for a in anchors}
+        self.skip = PLANES[AXES.index(axes.pop())] if skip_parallel and len(axes) == 1 else None
         if not anchors:
             raise UserError("no anchors given")
         self.mask = torch.zeros(shape, dtype=torch.bool)
@@ -160,6 +176,11 @@ class Anchors:
         self._cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
+    def phase_fractions(self) -> list[float]:
+        """Phase fractions of the anchored voxels, as a volume-fraction target: [phi] (one channel), else K values."""
+        return ((self.known[:, self.mask] + 1) / 2).mean(1).tolist()
+
+    @property
     def fraction(self) -> float:
         """Share of the volume's voxels that are anchored."""
         return float(self.mask.float().mean())
@@ -177,9 +198,38 @@ class Anchors:
             z = torch.randn(values.shape, generator=gen).to(x.device)
             x[v][:, mask] = alphabar ** 0.5 * values + (1 - alphabar) ** 0.5 * z
 
+    def pin(self, x: torch.Tensor, pred: torch.Tensor, predictor) -> None:
+        """In place: network output ``pred`` at anchored voxels <- the one whose x0-hat is the anchor.
+
+        x, pred: (V, C, D, H, W) views in canonical order; ``predictor``: ``schedule.Predictor`` of the call
+        (x0-hat = a_x x - a_p pred).
+        """
+        mask, values = self._on(x.device)
+        for v in range(x.shape[0]):
+            pred[v][:, mask] = ((predictor.a_x * x[v][:, mask].float() - values) / predictor.a_p).to(pred.dtype)
+
     def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The mask (D, H, W) and the anchored values (C, M) on ``device``, gathered once."""
         if device not in self._cache:
             mask = self.mask.to(device)
             self._cache[device] = (mask, self.known.to(device)[:, mask])
         return self._cache[device]
+
+
+def point_estimate(realizations: torch.Tensor, phi: float) -> torch.Tensor:
+    """A point estimate from anchored two-phase realizations (N, D, H, W) uint8 -> (D, H, W) uint8.
+
+    Each voxel's share of realizations in phase 1, thresholded so that a fraction ``phi`` of the voxels is
+    phase 1 (ties broken by the share's 3x3x3 mean): the posterior's best guess voxel by voxel at the right
+    phase fraction, not a realization (it is smoother than the material; its S2 and L are not the material's).
+    Voxels on which all realizations agree (the anchors) keep their value unless phi forces otherwise.
+    """
+    if realizations.dim() != 4 or realizations.shape[0] < 1 or int(realizations.max()) > 1:
+        raise UserError(f"an estimate needs N two-phase volumes (N, D, H, W); got shape {tuple(realizations.shape)}"
+                        f" with phases up to {int(realizations.max())}")
+    share = realizations.float().mean(0)
+    smooth = torch.nn.functional.avg_pool3d(share[None, None], 3, 1, 1, count_include_pad=False)[0, 0]
+    order = torch.argsort((share + 1e-3 * smooth).flatten(), descending=True)
+    out = torch.zeros(share.numel(), dtype=torch.uint8)
+    out[order[:round(phi * share.numel())]] = 1
+    return out.view(share.shape)

@@ -38,6 +38,7 @@ from .volume_fraction import check_targets, steer
 
 # permute (V, D', C, H', W') after r % 3 rotations back to (V, C, D, H, W)
 _CANONICAL = ((0, 2, 1, 3, 4), (0, 2, 4, 1, 3), (0, 2, 3, 4, 1))
+_R = (0, 3, 2, 4, 1)  # R as a permute of (V, D', C, H', W')
 
 
 @dataclass(frozen=True)
@@ -241,22 +242,28 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
     start, paused, nfe, turns, offset = time.perf_counter(), 0.0, 0, 0, 0
     z = torch.stack([torch.randn((D, C, H, W), generator=torch.Generator().manual_seed(s)) for s in seeds])
     x = schedule.prior(z, reverse[0].alphabar, *(prior or (None, None))).to(device)
+    if anchors is not None and anchors.skip == PLANES[0]:
+        x, turns = x.permute(_R).contiguous(), 1
     with _padding(models, periodic), network(models, options, max_batch, device, _eps) as net:
         for i, step in enumerate(reverse):
             final = i == len(reverse) - 1
             calls = 1 if final else cfg.n_harmonize  # Alg. 1 line 9 ("t > 1"): no renoise at t = 1
             for h in range(calls):
                 plane = PLANES[turns % 3]
-                if anchors is not None:
+                if anchors is not None and (anchors.mode == "repaint" or nfe == 0):
                     anchors.impose(x.permute(_CANONICAL[turns % 3]), step.alphabar, anchor_noise)
                 eps = net(plane, x, step.t)  # timed inside (synced, or CUDA events in the fast path)
                 if targets is not None:
                     eps = steer(x, eps, step.predictor, targets)
+                if anchors is not None and anchors.mode == "trajectory":
+                    anchors.pin(x.permute(_CANONICAL[turns % 3]), eps.permute(_CANONICAL[turns % 3]), step.predictor)
                 last = h == calls - 1
                 turn = rotate and (last or rotate_between_harmonize)
                 # eq. 17 (+ eq. 21 renoise, composed) as one affine map; R to the next plane after the step
                 x = _update(x, eps, step.denoise if last else step.harmonize, turn, seeds, offset)
                 offset, turns, nfe = offset + 1, turns + turn, nfe + 1  # a Philox stream per update
+                if turn and anchors is not None and PLANES[turns % 3] == anchors.skip:
+                    x, turns = x.permute(_R).contiguous(), turns + 1  # R once more: skip the anchors' plane
             if final and anchors is not None:
                 anchors.impose(x.permute(_CANONICAL[turns % 3]), 1.0, anchor_noise)  # exact in x_0
             if net.options.sync_timing or final:

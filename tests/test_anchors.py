@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from micro3diff import api
-from micro3diff.anchors import (Anchor, Anchors, anchors_from, parse_anchor, parse_stack, stack_anchors,
-                                to_labels)
+from micro3diff.anchors import (Anchor, Anchors, anchors_from, parse_anchor, parse_stack, point_estimate,
+                                stack_anchors, to_labels)
 from micro3diff.errors import UserError
-from micro3diff.sampler import sample_volume
+from micro3diff.sampler import iter_sample_volume, sample_volume
 from test_sampler import SCHEDULE, ConstantOracle, GaussianOracle
 
 BINARY = {"phases": 2, "threshold": None}
@@ -42,6 +42,54 @@ def test_constant_image_model_fills_the_volume_with_the_anchors_constant():
                                anchors=anchors).volume - 1).abs().max().item() for n_h in (1, 10)}
     assert dev[10] < 0.05, dev
     assert dev[1] > 2 * dev[10], dev
+
+
+def test_skip_parallel_never_calls_the_anchors_plane_and_still_carries_the_face():
+    """x anchors only: no yz call (n_h 1: a record's plane is its one call's); the constant-image face still
+    fills the volume, and anchors exact. Anchors along two axes: nothing to skip, every plane runs."""
+    shape = (8, 8, 8)
+    face = Anchors([Anchor("x", 0, np.ones((8, 8), np.uint8))], shape, 1, skip_parallel=True)
+    assert face.skip == "yz"
+    planes = [r.plane for r in iter_sample_volume(ConstantOracle(1.0), SCHEDULE, shape, 1, steps=30, n_harmonize=1,
+                                                  seed=3, anchors=face)]
+    assert set(planes) == {"xz", "xy"} and planes[:4] in (["xz", "xy", "xz", "xy"], ["xy", "xz", "xy", "xz"])
+    out = sample_volume(ConstantOracle(1.0), SCHEDULE, shape, 2, steps=100, n_harmonize=10, seed=3, anchors=face)
+    assert (out.volume - 1).abs().max().item() < 0.05
+    assert torch.equal(out.volume[:, 0, 0], torch.ones(2, 8, 8))
+    two = Anchors([Anchor("x", 0, pattern(8, 8)), Anchor("z", 0, pattern(8, 8))], shape, 1, skip_parallel=True)
+    assert two.skip is None
+    planes = [r.plane for r in iter_sample_volume(GaussianOracle(0.5), SCHEDULE, shape, 1, steps=6, n_harmonize=1,
+                                                  anchors=two)]
+    assert planes == ["yz", "xz", "xy", "yz", "xz", "xy"]
+
+
+def test_phase_fractions_of_the_anchored_voxels():
+    a = Anchors([Anchor("x", 0, pattern(4, 4, 4)), Anchor("x", 2, np.ones((4, 4), np.uint8))], (4, 4, 4), 1)
+    assert a.phase_fractions == [pytest.approx((4 + 16) / 32)]
+    labels = np.array([[0, 1], [2, 2]], np.uint8)
+    assert Anchors([Anchor("z", 1, labels)], (2, 2, 2), 3).phase_fractions == pytest.approx([0.25, 0.25, 0.5])
+
+
+def test_point_estimate_ranks_voxels_by_their_share_at_the_fraction():
+    """Shares k/4 of 4 realizations: the estimate takes the highest shares first, exactly round(phi n) voxels;
+    at phi = the fraction of shares > 1/2 it is the majority vote; equal shares go to the voxel whose
+    neighbourhood is more often phase 1."""
+    rng = np.random.default_rng(0)
+    share = rng.integers(0, 5, (6, 6, 6))
+    real = torch.from_numpy((np.arange(4)[:, None, None, None] < share[None]).astype(np.uint8))
+    majority = (share > 2).astype(np.uint8)
+    assert np.array_equal(point_estimate(real, majority.mean()).numpy(), majority)
+    for phi in (0.1, 0.37, 0.8):
+        est = point_estimate(real, phi).numpy().astype(bool)
+        assert est.sum() == round(phi * share.size)
+        assert share[est].min() >= share[~est].max()
+    tie = torch.zeros(3, 5, 5, 5, dtype=torch.uint8)
+    tie[:, 2:5, 2:5, 2:5] = 1
+    tie[2, 3, 3, 3], tie[:2, 1, 1, 1] = 0, 1  # two voxels at share 2/3, (3, 3, 3) amid 26 at share 1
+    est = point_estimate(tie, 27 / 125)
+    assert est[3, 3, 3] == 1 and est[1, 1, 1] == 0
+    with pytest.raises(UserError, match="two-phase"):
+        point_estimate(torch.full((2, 4, 4, 4), 2, dtype=torch.uint8), 0.5)
 
 
 def test_anchored_volume_does_not_depend_on_the_batch():
@@ -156,7 +204,34 @@ def test_cli_face_and_sections_exact_and_recorded(ckpt, tmp_path):
     assert again.exit_code == 2 and "other settings (anchors was" in again.output
 
 
+def test_cli_estimate_and_anchors_volume_fraction(ckpt, tmp_path):
+    """--estimate writes <stem>_estimate (+ sidecar) from the COUNT volumes, anchors exact, at the anchors' phase
+    fraction; --volume-fraction anchors steers to it (recorded); a rerun reads the volumes back, same estimate."""
+    import json
+
+    face = pattern(8, 8, 3)
+    api.save(tmp_path / "face.tif", face)
+    args = ["--anchor", f"x=0:{tmp_path / 'face.tif'}", "--volume-fraction", "anchors", "--count", 3, "--estimate",
+            "--steps", 3, "--harmonize", 1, "--format", "npy", "-o", tmp_path / "out"]
+    res = cli(ckpt, *args)
+    assert res.exit_code == 0, res.output
+    est = np.load(tmp_path / "out" / "tiny_estimate.npy")
+    vols = np.stack([np.load(tmp_path / "out" / f"tiny_{i}.npy") for i in range(3)])
+    assert np.array_equal(est[0], face) and est.sum() == round(face.mean() * est.size)
+    assert np.array_equal(est, point_estimate(torch.from_numpy(vols), face.mean()).numpy())
+    side = json.loads((tmp_path / "out" / "tiny_estimate.json").read_text())
+    assert side["volumes"] == ["tiny_0", "tiny_1", "tiny_2"] and side["phase_fraction"] == pytest.approx(face.mean())
+    assert json.loads((tmp_path / "out" / "tiny_0.json").read_text())["volume_fraction"] == [pytest.approx(face.mean())]
+    (tmp_path / "out" / "tiny_estimate.npy").unlink()
+    again = cli(ckpt, *args)
+    assert again.exit_code == 0 and "skip tiny_0.json" in again.output, again.output
+    assert np.array_equal(np.load(tmp_path / "out" / "tiny_estimate.npy"), est)
+
+
 @pytest.mark.parametrize("extra, match", [
+    (["--estimate", "--count", "3"], "--estimate needs --anchor or --anchors"),
+    (["--volume-fraction", "anchors"], "--volume-fraction anchors needs --anchor or --anchors"),
+    (["--estimate", "--count", "2", "--anchor", "x=0:{d}/face.tif"], "--estimate needs --count >= 3"),
     (["--every", "4"], "go together"),
     (["--anchors", "z:{d}/face.tif"], "go together"),
     (["--anchor", "x=0:{d}/missing.tif"], "missing.tif"),

@@ -57,13 +57,14 @@ def _formats(spec: str) -> list[str]:
 
 
 def _volume_fraction(spec: str) -> str | list[float]:
-    """--volume-fraction: data / auto / off as they are, else comma-separated numbers."""
-    if spec in ("data", "auto", "off"):
+    """--volume-fraction: data / auto / off / anchors as they are, else comma-separated numbers."""
+    if spec in ("data", "auto", "off", "anchors"):
         return spec
     try:
         return [float(v) for v in spec.split(",")]
     except ValueError:
-        raise UserError(f"--volume-fraction must be data, off or comma-separated numbers, got {spec!r}") from None
+        raise UserError(f"--volume-fraction must be data, off, anchors or comma-separated numbers, "
+                        f"got {spec!r}") from None
 
 
 def _check_memory(shape: tuple[int, int, int], unets: list, max_batch: int | None, device) -> None:
@@ -115,13 +116,17 @@ def _changed(sidecar: Path, recipe: dict) -> str | None:
 @click.option("--volume-fraction", "vf_spec", default="auto", show_default=True,
               help="Steer every denoiser call so the predicted x0 has these phase fractions: 'data' (the training "
                    "data's, from the checkpoint), 'off', numbers (one for two phases, K summing to 1 for K), or "
-                   "'auto' (data when the checkpoint records them, else off).")
+                   "'auto' (data when the checkpoint records them, else off), or 'anchors' (the anchored voxels', "
+                   "for serial sections).")
 @click.option("--anchor", "anchor_specs", multiple=True, metavar="AXIS=INDEX:FILE",
               help="A measured slice every volume must contain exactly (repeatable), AXIS x, y or z = array axis D, "
                    "H or W: e.g. x=0:face.tif (a D-slice, H x W). Phases as the training images'.")
 @click.option("--anchors", "stack_spec", metavar="AXIS:FILE",
               help="Serial sections: slice j of the stack FILE at index j * --every along AXIS.")
 @click.option("--every", type=int, help="Section spacing of --anchors, in voxels.")
+@click.option("--estimate", is_flag=True,
+              help="With anchors (two phases, --count >= 3): also write <stem>_estimate, the voxel-by-voxel best "
+                   "guess from the COUNT volumes at the anchors' phase fraction (not a realization: smoother).")
 @click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
 @click.option("--format", "fmt", default="tif", show_default=True, metavar="tif,vti,npy",
               help="Any comma-separated set: tif (ImageJ stack, Fiji), vti (VTK image data, ParaView), npy; "
@@ -136,7 +141,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
            count: int, preset: str, steps: int | None, n_harmonize: int | None, method: str | None,
            eta: float | None, seed: int, device: str | None, max_batch: int | None, prior_mode: str,
            periodic: bool, fast: bool, vf_spec: str, anchor_specs: tuple[str, ...], stack_spec: str | None,
-           every: int | None, threads: int | None, fmt: str,
+           every: int | None, estimate: bool, threads: int | None, fmt: str,
            voxel_size: tuple[float, float, float] | None, unit: str | None, out_dir: Path, stem: str | None, overwrite: bool) -> None:
     """Generate COUNT volumes from MODEL (a checkpoint file or a shipped model name).
 
@@ -144,11 +149,12 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     always uses seed + i, so its content does not depend on N, on the rank or on what was skipped.
     Interrupted runs resume: volumes whose files all exist are skipped.
     """
+    import numpy as np
     import torch
 
-    from ..anchors import Anchors, describe, from_cli
+    from ..anchors import Anchors, describe, from_cli, point_estimate
     from ..api import plane_checkpoints, resolve_volume_fraction
-    from ..io import provenance, voxel_size3, write_json, write_phases
+    from ..io import provenance, read_array, voxel_size3, write_json, write_phases
     from ..ortho import write_orthoslices
     from ..schedule import NoiseSchedule
 
@@ -187,11 +193,17 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     models = {p: c.model for p, c in plane_ckpts.items()}
     options = sampler.SamplerOptions.fast(dev) if fast else None
     prior = first.prior if prior_mode == "data" else None
-    volume_fraction = resolve_volume_fraction(_volume_fraction(vf_spec), first)
     anchor_list = from_cli(anchor_specs, stack_spec, every, first.data)
     anchors = Anchors(anchor_list, shape, first.unet.channels) if anchor_list else None
+    if (vf_spec == "anchors" or estimate) and anchors is None:
+        raise UserError(f"{'--estimate' if estimate else '--volume-fraction anchors'} needs --anchor or --anchors")
+    if estimate and (count < 3 or first.unet.channels != 1 or world > 1):
+        raise UserError("--estimate needs --count >= 3 volumes of a two-phase model in one process (after a torchrun "
+                        "run, rerun with --estimate alone: existing volumes are read back)")
+    volume_fraction = (anchors.phase_fractions if vf_spec == "anchors"
+                       else resolve_volume_fraction(_volume_fraction(vf_spec), first))
 
-    todo = range(rank, count, world)
+    todo, made = range(rank, count, world), {}
     bar = progress_bar(total=len(todo) * settings.steps, desc="sampling", unit="step", leave=False)
     for i in todo:
         base = out_dir / f"{stem}_{i}"
@@ -210,6 +222,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
                                 f"or another -o")
             say(f"skip {sidecar.name} (exists; --overwrite to redo)")
             bar.total -= settings.steps
+            made[i] = read_array(arrays[0]) if estimate else None
             continue
         writable_outputs([*arrays, ortho, sidecar])
         bar.set_postfix_str(f"volume {i}")
@@ -219,6 +232,7 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
         if not torch.isfinite(res.volume).all():
             raise UserError(f"volume {i} came out with NaN or infinite values; nothing written for it")
         phases, n_phases = res.phases[0].cpu().numpy(), max(2, res.volume.shape[1])
+        made[i] = phases if estimate else None
         values = {p.name: write_phases(p, phases, n_phases, voxel_size=voxel_size, unit=unit) for p in arrays}
         write_orthoslices(ortho, phases, n_phases, voxel_size=voxel_size, unit=unit)
         write_json(sidecar, {
@@ -231,3 +245,14 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
             "files": [p.name for p in [*arrays, ortho]], "command": sys.argv, "versions": provenance(),
         })
         say(f"wrote {base.name} ({res.seconds:.1f} s, {res.nfe} network calls)")
+    if estimate:
+        base, phi = out_dir / f"{stem}_estimate", anchors.phase_fractions[0]
+        guess = point_estimate(torch.from_numpy(np.stack([made[i] for i in todo])), phi).numpy()
+        for path in [base.with_name(base.name + suffix) for suffix in suffixes]:
+            write_phases(path, guess, 2, voxel_size=voxel_size, unit=unit)
+        write_json(base.with_name(base.name + ".json"), {
+            "estimate": f"per-voxel share of the {count} volumes in phase 1, thresholded at the anchors' phase "
+                        "fraction (micro3diff.anchors.point_estimate): a best guess, not a realization",
+            "volumes": [f"{stem}_{i}" for i in todo], "phase_fraction": phi, "anchors": describe(anchor_list),
+            "command": sys.argv, "versions": provenance()})
+        say(f"wrote {base.name} (best guess from {count} volumes)")

@@ -4,13 +4,16 @@ Per U-Net preset: forward GFLOP/s (batch 32 of 64^2, no grad) and training image
 backward + AdamW, batch 16 of 48^2), reference (contiguous NCHW) vs fast (channels_last), on 1 and 2 threads,
 each beside the same thread count's fp32 matmul GFLOP/s (1024^2). FLOPs come from torch.utils.flop_counter
 (a training step counts forward + backward). Then ``m3d sample spheres --size 64 --preset preview`` wall seconds
-with --no-fast / --fast, interleaved repeats, median. Writes benchmarks/results/cpu_speed.json.
+with --no-fast / --fast, interleaved repeats, median. ``--compile PRESET``: torch.compile (inductor, CPU) of
+the fast path's forward, its compile seconds beside the eager forward, to see whether it pays back within one
+``m3d sample`` run. Writes benchmarks/results/cpu_speed.json.
 
   PYTHONPATH=. python benchmarks/cpu_speed.py --note "idle machine"
 """
 from __future__ import annotations
 
 import tempfile
+import time
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +39,17 @@ def _flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def forward_gflops(preset: str, fast: bool, repeats: int) -> dict:
+def _forward_inputs(preset: str, fast: bool) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The preset's U-Net (eval) and a batch of 32 64^2 images with timesteps, channels_last when ``fast``."""
     model = UNet(UNET_PRESETS[preset]).eval()
     x, t = torch.randn(32, 1, 64, 64), torch.randint(0, 1000, (32,))
     if fast:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    return model, x, t
+
+
+def forward_gflops(preset: str, fast: bool, repeats: int) -> dict:
+    model, x, t = _forward_inputs(preset, fast)
 
     def run():
         with torch.no_grad():
@@ -48,6 +57,22 @@ def forward_gflops(preset: str, fast: bool, repeats: int) -> dict:
     flops = _flops(run)
     sec = _best(run, repeats)
     return {"gflop_per_image": flops / 32 / 1e9, "gflops": flops / sec / 1e9, "seconds": sec}
+
+
+def compiled_forward(preset: str, repeats: int) -> dict:
+    """torch.compile of the fast path's forward: compile seconds (first call), then eager vs compiled, interleaved."""
+    model, x, t = _forward_inputs(preset, True)
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        compiled(x, t)
+        compile_s = time.perf_counter() - t0
+        runs = _bench.interleaved({"eager": lambda: model(x, t), "compiled": lambda: compiled(x, t)}, repeats)
+    best = {k: r.best for k, r in runs.items()}
+    return {"preset": preset, "batch": 32, "compile_seconds": compile_s, "forward_seconds": best,
+            "speedup": best["eager"] / best["compiled"],
+            "break_even_forwards": compile_s / max(best["eager"] - best["compiled"], 1e-9)
+            if best["compiled"] < best["eager"] else None}
 
 
 def train_speed(preset: str, fast: bool, repeats: int) -> dict:
@@ -77,12 +102,13 @@ def sample(fast: bool, threads: int) -> None:
 
 def main() -> None:
     p = _bench.parser(__doc__)
-    p.add_argument("--presets", default="tiny,small")
+    p.add_argument("--presets", default="tiny,cpu,small")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--sample-repeats", type=int, default=3)
     p.add_argument("--sample-threads", type=int, default=2)
     p.add_argument("--note", default="", help="what else ran on the machine")
+    p.add_argument("--compile", metavar="PRESET", help="also time torch.compile of this preset (1 thread)")
     p.add_argument("--smoke", action="store_true", help="tiny run for the tests (no sampling)")
     a = p.parse_args()
     rows = []
@@ -100,6 +126,12 @@ def main() -> None:
                       f"{fwd['gflops']:.0f} GFLOP/s ({rows[-1]['forward_over_ceiling']:.2f}), train "
                       f"{trn['images_per_s']:.0f} img/s {trn['gflops']:.0f} GFLOP/s ({rows[-1]['train_over_ceiling']:.2f})",
                       flush=True)
+    compiled = None
+    if a.compile:
+        torch.set_num_threads(1)
+        compiled = compiled_forward(a.compile, a.repeats)
+        print(f"torch.compile {a.compile}: {compiled['compile_seconds']:.0f} s to compile, forward x"
+              f"{compiled['speedup']:.2f}", flush=True)
     if a.smoke:
         print("smoke: no results written")
         return
@@ -111,7 +143,8 @@ def main() -> None:
                 "median": med, "speedup": med["reference"] / med["fast"]}
     print(f"m3d sample preview 64^3: reference {med['reference']:.1f} s, fast {med['fast']:.1f} s, "
           f"x{sampling['speedup']:.2f}", flush=True)
-    _bench.write_result(_bench.RESULTS / "cpu_speed.json", {"note": a.note, "unet": rows, "sample": sampling},
+    _bench.write_result(_bench.RESULTS / "cpu_speed.json", {"note": a.note, "unet": rows, "compile": compiled,
+                                                            "sample": sampling},
                         "cpu", __file__)
 
 

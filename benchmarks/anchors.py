@@ -25,8 +25,10 @@ Per truth volume i, with seed + i for every sampler run:
   S2 / L error vs the case's reference, anchored against unanchored;
 * exactness: anchored voxels that differ from the input (must be 0).
 
-Sampler levers: ``--anchor-mode`` (``Anchors`` modes), ``--skip-parallel`` (``Anchors``), ``--vf
-model|anchors|off`` (volume-fraction control target: the model's phi, the anchored slices' phi, none).
+Sampler levers for the sections: ``--skip-parallel`` (``Anchors``; off: all three planes, as the ablation rows
+without it), ``--vf model|anchors|off`` (volume-fraction control target: the model's phi, the sections' phi,
+none); the face always runs with the model's phi (one slice is too few to estimate it). A lever tried and
+dropped, the ``trajectory`` anchor mode (anchors_32_trajectory.json), is in commit 01785ed.
 
   PYTHONPATH=. python benchmarks/anchors.py --count 6 --size 64 --preset preview --threads 1
 """
@@ -40,7 +42,7 @@ import torch
 
 import _bench
 from micro3diff import metrics, synth
-from micro3diff.anchors import MODES, Anchor, Anchors, point_estimate
+from micro3diff.anchors import Anchor, Anchors, point_estimate
 from micro3diff.api import load_model
 from micro3diff.fast import SamplerOptions
 from micro3diff.sampler import sample_volume, sampler_settings
@@ -88,12 +90,12 @@ def make_case(case: str, a, shape) -> tuple:
                            "reference": "../shared/data/li2018/carbonate_resized.npy (Li et al. 2018, CC BY 4.0)"}
 
 
-def sample(ckpt, shape, seed: int, cfg, anchors: list[Anchor] | None, n: int, mode: str,
-           vf: list[float] | None, skip: bool = False) -> np.ndarray:
+def sample(ckpt, shape, seed: int, cfg, anchors: list[Anchor] | None, n: int, vf: list[float] | None,
+           skip: bool = True) -> np.ndarray:
     """``n`` volumes (n, D, H, W) uint8 of the checkpoint, seeds seed..seed + n - 1."""
     res = sample_volume(ckpt.model, NoiseSchedule(ckpt.schedule), shape, n, preset=cfg, seed=seed,
                         options=SamplerOptions.fast("cpu"), volume_fraction=vf,
-                        anchors=Anchors(anchors, shape, 1, mode, skip) if anchors else None)
+                        anchors=Anchors(anchors, shape, 1, skip) if anchors else None)
     return res.phases.numpy()
 
 
@@ -215,9 +217,9 @@ def run_case(case: str, a, cfg, t0: float) -> dict:
         truth = make_truth(a.seed + 1000 + i)
         seed = a.seed + i
         sections = [Anchor("x", x, truth[x]) for x in idx]
-        free = sample(ckpt, shape, seed, cfg, None, 1, a.anchor_mode, vf_target(a.vf, ckpt, []))[0]
-        sect_all = sample(ckpt, shape, seed, cfg, sections, a.vote or 1, a.anchor_mode,
-                          vf_target(a.vf, ckpt, sections), a.skip_parallel)
+        free = sample(ckpt, shape, seed, cfg, None, 1, vf_target(a.vf, ckpt, []))[0]
+        sect_all = sample(ckpt, shape, seed, cfg, sections, a.vote or 1, vf_target(a.vf, ckpt, sections),
+                          a.skip_parallel)
         sect, interp = sect_all[0], interpolate(truth, idx)
         vote = (sect_all.mean(0) > 0.5).astype(np.uint8) if a.vote else None
         votes = {} if vote is None else {
@@ -229,8 +231,7 @@ def run_case(case: str, a, cfg, t0: float) -> dict:
         face = None
         if not a.no_face:
             anchor = [Anchor("x", 0, truth[0])]
-            face = sample(ckpt, shape, seed, cfg, anchor, 1, a.anchor_mode, vf_target(a.vf, ckpt, anchor),
-                          a.skip_parallel)[0]
+            face = sample(ckpt, shape, seed, cfg, anchor, 1, vf_target("model", ckpt, anchor))[0]
             rec["exact_mismatches"] += int((face[0] != truth[0]).sum())
             rec["phi"]["face"] = float(face.mean())
             pasted = free.copy()
@@ -275,7 +276,6 @@ def main() -> None:
     p.add_argument("--preset", default="preview")
     p.add_argument("--steps", type=int)
     p.add_argument("--harmonize", type=int)
-    p.add_argument("--anchor-mode", choices=MODES, default="repaint")
     p.add_argument("--skip-parallel", action="store_true", help="skip the plane of the anchors (yz)")
     p.add_argument("--vf", choices=("model", "anchors", "off"), default="model",
                    help="volume-fraction control target (model: m3d sample's default)")
@@ -310,7 +310,7 @@ def main() -> None:
         "size": a.size, "count": a.count, "every": a.every, "sections": list(range(0, a.size, a.every)),
         "free_from": None if a.no_face else a.free_from, "distances": list(DISTANCES),
         "settings": {"preset": a.preset, "steps": cfg.steps, "n_harmonize": cfg.n_harmonize, "nfe": cfg.nfe,
-                     "anchor_mode": a.anchor_mode, "skip_parallel": a.skip_parallel, "volume_fraction": a.vf,
+                     "skip_parallel": a.skip_parallel, "volume_fraction": a.vf,
                      "vote": a.vote},
         "r_max": {"2d": a.size // 2, "3d": (a.size - a.free_from) // 2}, "seconds": time.perf_counter() - t0,
         "threads": torch.get_num_threads(), "cases": results,

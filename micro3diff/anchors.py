@@ -5,8 +5,10 @@ image (H, W), the slice a yz-plane model sees), ``y`` (H: image (D, W)) or ``z``
 letters are ``micro3diff.axes``'s (D = x, H = y, W = z). Before every denoiser call the
 sampler overwrites the anchored voxels of x_t with the forward-diffused anchor sqrt(ab) a + sqrt(1 - ab) z
 (RePaint, Lugmayr et al. 2022); the harmonization passes give the free voxels time to agree with them, and
-the final x_0 holds the anchors exactly. Anchor images are turned into phases by the training images' rules
-(``data.binary_labels`` with the checkpoint's threshold, or its K phase values).
+the final x_0 holds the anchors exactly. For serial sections (two or more anchors along one axis) the sampler
+skips the plane of the sections, whose calls see each free slice alone. Anchor images are turned into phases
+by the training images' rules (``data.binary_labels`` with the checkpoint's threshold, or its K phase values).
+``point_estimate``: a voxel-by-voxel best guess from several anchored realizations.
 """
 from __future__ import annotations
 
@@ -127,26 +129,17 @@ def describe(anchors: Sequence[Anchor]) -> list[dict]:
             for a in anchors]
 
 
-MODES = ("repaint", "trajectory")
-
-
 class Anchors:
     """The anchored voxels of a (D, H, W) volume: ``mask`` (D, H, W) bool, ``known`` (C, D, H, W) x_0 values.
 
-    ``mode`` "repaint": ``impose`` before every denoiser call (fresh noise each call); "trajectory": ``impose``
-    before the first call only, then ``pin`` after every call, so that the anchored voxels of x_t follow one
-    forward-diffusion path of the anchor (the update's posterior q(x_t' | x_t, x_0 = anchor)).
-    ``skip_parallel`` (anchors all along one axis): the sampler skips the plane of the anchors (``skip``),
-    whose calls cannot carry them into the free slices.
+    ``skip_parallel`` (serial sections: two or more anchors, all along one axis): the sampler skips the plane
+    of the anchors (``skip``), whose calls cannot carry them into the free slices.
     """
 
     def __init__(self, anchors: Sequence[Anchor], shape: tuple[int, int, int], channels: int,
-                 mode: str = "repaint", skip_parallel: bool = False):
-        if mode not in MODES:
-            raise UserError(f"anchor mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self.mode = mode
+                 skip_parallel: bool = True):
         axes = {a.axis for a in anchors}
-        self.skip = PLANES[AXES.index(axes.pop())] if skip_parallel and len(axes) == 1 else None
+        self.skip = PLANES[AXES.index(axes.pop())] if skip_parallel and len(axes) == 1 < len(anchors) else None
         if not anchors:
             raise UserError("no anchors given")
         self.mask = torch.zeros(shape, dtype=torch.bool)
@@ -197,16 +190,6 @@ class Anchors:
                 continue
             z = torch.randn(values.shape, generator=gen).to(x.device)
             x[v][:, mask] = alphabar ** 0.5 * values + (1 - alphabar) ** 0.5 * z
-
-    def pin(self, x: torch.Tensor, pred: torch.Tensor, predictor) -> None:
-        """In place: network output ``pred`` at anchored voxels <- the one whose x0-hat is the anchor.
-
-        x, pred: (V, C, D, H, W) views in canonical order; ``predictor``: ``schedule.Predictor`` of the call
-        (x0-hat = a_x x - a_p pred).
-        """
-        mask, values = self._on(x.device)
-        for v in range(x.shape[0]):
-            pred[v][:, mask] = ((predictor.a_x * x[v][:, mask].float() - values) / predictor.a_p).to(pred.dtype)
 
     def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The mask (D, H, W) and the anchored values (C, M) on ``device``, gathered once."""

@@ -108,7 +108,8 @@ def sample(model: ModelLike | Mapping[str, ModelLike], shape: int | Sequence[int
     """``n`` volumes of ``shape`` (one side or (D, H, W)) as uint8 phase labels (n, D, H, W).
 
     ``model``: a name, path or ``Checkpoint``, or {"yz", "xz", "xy"} of them. ``volume_fraction``: as
-    ``resolve_volume_fraction`` (default: steer to the training fractions when recorded, like ``m3d sample``).
+    ``resolve_volume_fraction`` (default: steer to the training fractions when recorded, like ``m3d sample``),
+    or "anchors" (the anchored voxels' fractions; for serial sections).
     ``prior``: "standard" (N(0, I)) or "data" (q(x_T) from the training data). ``fast``: the fast path
     (``SamplerOptions.fast``). ``anchors``: measured slices every volume must contain exactly, as
     ``micro3diff.anchors.Anchor`` s or (axis, index, image array or file) triples, axis "x" | "y" | "z" (array
@@ -129,6 +130,10 @@ def sample(model: ModelLike | Mapping[str, ModelLike], shape: int | Sequence[int
     if anchors:
         given = [a if isinstance(a, Anchor) else anchors_from([a], first.data)[0] for a in anchors]
         kwargs["anchors"] = Anchors(given, shape3, first.unet.channels)
+    if isinstance(volume_fraction, str) and volume_fraction == "anchors":
+        if not anchors:
+            raise UserError("volume_fraction='anchors' needs anchors")
+        volume_fraction = kwargs["anchors"].phase_fractions
     res = sampler.sample_volume({p: c.model for p, c in plane_ckpts.items()}, NoiseSchedule(first.schedule),
                                 shape3, n, preset=preset, seed=seed, device=dev,
                                 options=sampler.SamplerOptions.fast(dev) if fast else None,

@@ -210,7 +210,9 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
     ``volume_fraction``: target phase fractions (one channel: [phi]; K channels: K values): every call's
     output is steered so that x0-hat has them (``volume_fraction.steer``); None: no control.
     ``anchors``: measured slices (``micro3diff.anchors.Anchors`` of ``shape``): before every call their voxels
-    are set to the anchor diffused to the call's noise level, and x_0 holds them exactly; None: unanchored.
+    are set to the anchor diffused to the call's noise level, and x_0 holds them exactly; serial sections
+    along one axis skip the plane of the sections (``Anchors.skip``: those calls cannot reach the free
+    slices); None: unanchored.
     ``options``: how the network runs (micro3diff.fast; None: the reference, fp32 eager, synced timing);
     ``SamplerOptions.fast(device)`` is the fast path (bf16 autocast, channels_last, CUDA graph on CUDA).
     """
@@ -250,13 +252,11 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
             calls = 1 if final else cfg.n_harmonize  # Alg. 1 line 9 ("t > 1"): no renoise at t = 1
             for h in range(calls):
                 plane = PLANES[turns % 3]
-                if anchors is not None and (anchors.mode == "repaint" or nfe == 0):
+                if anchors is not None:
                     anchors.impose(x.permute(_CANONICAL[turns % 3]), step.alphabar, anchor_noise)
                 eps = net(plane, x, step.t)  # timed inside (synced, or CUDA events in the fast path)
                 if targets is not None:
                     eps = steer(x, eps, step.predictor, targets)
-                if anchors is not None and anchors.mode == "trajectory":
-                    anchors.pin(x.permute(_CANONICAL[turns % 3]), eps.permute(_CANONICAL[turns % 3]), step.predictor)
                 last = h == calls - 1
                 turn = rotate and (last or rotate_between_harmonize)
                 # eq. 17 (+ eq. 21 renoise, composed) as one affine map; R to the next plane after the step

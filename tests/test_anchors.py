@@ -44,19 +44,21 @@ def test_constant_image_model_fills_the_volume_with_the_anchors_constant():
     assert dev[1] > 2 * dev[10], dev
 
 
-def test_skip_parallel_never_calls_the_anchors_plane_and_still_carries_the_face():
-    """x anchors only: no yz call (n_h 1: a record's plane is its one call's); the constant-image face still
-    fills the volume, and anchors exact. Anchors along two axes: nothing to skip, every plane runs."""
+def test_sections_skip_their_plane_and_still_carry_the_anchors():
+    """Sections along x: no yz call (n_h 1: a record's plane is its one call's); the constant-image sections
+    still fill the volume, anchors exact. One face, anchors along two axes, or skip_parallel=False: every plane."""
     shape = (8, 8, 8)
-    face = Anchors([Anchor("x", 0, np.ones((8, 8), np.uint8))], shape, 1, skip_parallel=True)
-    assert face.skip == "yz"
+    sections = Anchors([Anchor("x", i, np.ones((8, 8), np.uint8)) for i in (0, 7)], shape, 1)
+    assert sections.skip == "yz"
+    assert Anchors([Anchor("x", 0, pattern(8, 8))], shape, 1).skip is None
+    assert Anchors([Anchor("x", i, pattern(8, 8)) for i in (0, 4)], shape, 1, skip_parallel=False).skip is None
     planes = [r.plane for r in iter_sample_volume(ConstantOracle(1.0), SCHEDULE, shape, 1, steps=30, n_harmonize=1,
-                                                  seed=3, anchors=face)]
+                                                  seed=3, anchors=sections)]
     assert set(planes) == {"xz", "xy"} and planes[:4] in (["xz", "xy", "xz", "xy"], ["xy", "xz", "xy", "xz"])
-    out = sample_volume(ConstantOracle(1.0), SCHEDULE, shape, 2, steps=100, n_harmonize=10, seed=3, anchors=face)
+    out = sample_volume(ConstantOracle(1.0), SCHEDULE, shape, 2, steps=100, n_harmonize=10, seed=3, anchors=sections)
     assert (out.volume - 1).abs().max().item() < 0.05
-    assert torch.equal(out.volume[:, 0, 0], torch.ones(2, 8, 8))
-    two = Anchors([Anchor("x", 0, pattern(8, 8)), Anchor("z", 0, pattern(8, 8))], shape, 1, skip_parallel=True)
+    assert torch.equal(out.volume[:, 0, [0, 7]], torch.ones(2, 2, 8, 8))
+    two = Anchors([Anchor("x", 0, pattern(8, 8)), Anchor("z", 0, pattern(8, 8))], shape, 1)
     assert two.skip is None
     planes = [r.plane for r in iter_sample_volume(GaussianOracle(0.5), SCHEDULE, shape, 1, steps=6, n_harmonize=1,
                                                   anchors=two)]
@@ -174,6 +176,8 @@ def test_api_sample_holds_anchor_files_exactly(tmp_path):
                       anchors=[("x", 0, tmp_path / "face.tif"), ("z", 5, section)])
     assert np.array_equal(vols[:, 0], np.broadcast_to(face, (2, 16, 16)))
     assert np.array_equal(vols[:, :, :, 5], np.broadcast_to(section, (2, 16, 16)))
+    with pytest.raises(UserError, match="needs anchors"):
+        api.sample("spheres", 16, steps=2, n_harmonize=1, volume_fraction="anchors")
 
 
 def cli(*args):

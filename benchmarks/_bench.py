@@ -24,7 +24,7 @@ RESULTS = REPO / "benchmarks" / "results"
 CARBONATE = REPO.parent / "shared" / "data" / "li2018" / "carbonate_resized.npy"  # read at run time, never copied
 sys.path.append(str(REPO))  # the source tree, only if micro3diff is not installed
 
-from micro3diff.io import device_name, provenance, write_json  # noqa: E402
+from micro3diff.io.files import device_name, provenance, write_json# noqa: E402
 
 M3D = [sys.executable, "-c", "from micro3diff.cli import main; main()"]
 
@@ -139,7 +139,7 @@ def ops_mode(mode: str):
 def random_unet(preset: str, device: torch.device | str = "cpu") -> torch.nn.Module:
     """A U-Net of ``preset`` with seed-0 random weights, in eval mode (its zero-initialised output layer drawn
     too, so that eps is not 0)."""
-    from micro3diff.unet import UNET_PRESETS, UNet
+    from micro3diff.diffusion.unet import UNET_PRESETS, UNet
 
     torch.manual_seed(0)
     model = UNet(UNET_PRESETS[preset])

@@ -24,12 +24,13 @@ import numpy as np
 import torch
 
 import _bench
-from micro3diff import metrics, synth
-from micro3diff.anchors import Anchor, Anchors
+from micro3diff import synth
+from micro3diff.metrics import compare, correlation
+from micro3diff.diffusion.anchors import Anchor, Anchors
 from micro3diff.api import load_model
-from micro3diff.fast import SamplerOptions
-from micro3diff.sampler import sample_volume, sampler_settings
-from micro3diff.schedule import NoiseSchedule
+from micro3diff.diffusion.network import SamplerOptions
+from micro3diff.diffusion.sampler import sample_volume, sampler_settings
+from micro3diff.diffusion.schedule import NoiseSchedule
 
 DISTANCES = (1, 2, 4, 8)
 
@@ -55,17 +56,17 @@ def interpolate(truth: np.ndarray, idx: list[int]) -> np.ndarray:
 def error2d(slices: np.ndarray, truth: np.ndarray, r_max: int) -> dict[str, float]:
     """S2 / L error (eq. 24) of the mean 2D curve of ``slices`` (N, H, W) against that of ``truth``'s."""
     out = {}
-    for name in metrics.METRICS:
-        fn = metrics.metric_function(name)
+    for name in correlation.METRICS:
+        fn = correlation.metric_function(name)
         curve = lambda v: fn(torch.from_numpy(v), r_max, ndim=2, phase=1).average.mean(0)  # noqa: E731
-        out[name] = float(metrics.error_rate(curve(slices), curve(truth)))
+        out[name] = float(compare.error_rate(curve(slices), curve(truth)))
     return out
 
 
 def error3d(volume: np.ndarray, ref_curves: dict, r_max: int) -> dict[str, float]:
-    fn = {n: metrics.metric_function(n) for n in metrics.METRICS}
-    return {n: float(metrics.error_rate(fn[n](torch.from_numpy(volume), r_max, ndim=3, phase=1).average, ref_curves[n]))
-            for n in metrics.METRICS}
+    fn = {n: correlation.metric_function(n) for n in correlation.METRICS}
+    return {n: float(compare.error_rate(fn[n](torch.from_numpy(volume), r_max, ndim=3, phase=1).average, ref_curves[n]))
+            for n in correlation.METRICS}
 
 
 def continuity(volume: np.ndarray, face: np.ndarray) -> dict[str, list[float]]:
@@ -157,7 +158,7 @@ def main() -> None:
     r2d, r3d = a.size // 2, (a.size - a.free_from) // 2
     ref = torch.from_numpy(np.load(a.reference)) if Path(a.reference).is_file() else None
     ref_curves = None if ref is None else {
-        n: metrics.metric_function(n)(ref, r3d, ndim=3, phase=1).average for n in metrics.METRICS}
+        n: correlation.metric_function(n)(ref, r3d, ndim=3, phase=1).average for n in correlation.METRICS}
     records, t0 = [], time.perf_counter()
     for i in range(a.count):
         truth = synth.spheres(shape, seed=a.seed + 1000 + i).array.astype(np.uint8)

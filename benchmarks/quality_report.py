@@ -29,13 +29,14 @@ import torch
 
 import _bench
 import reproduce_paper as rp  # the cases, references and the per-metric evaluation
-from micro3diff import metrics
-from micro3diff.checkpoint import load_checkpoint, resolve
-from micro3diff.fast import SamplerOptions
-from micro3diff.io import provenance, write_json
-from micro3diff.sample2d import sample_images, to_labels
-from micro3diff.sampler import sample_volume, sampler_settings
-from micro3diff.schedule import NoiseSchedule
+from micro3diff.metrics import compare, correlation
+from micro3diff.io.checkpoint import load_checkpoint, resolve
+from micro3diff.diffusion.network import SamplerOptions
+from micro3diff.io.files import provenance, write_json
+from micro3diff.diffusion.sample2d import sample_images
+from micro3diff.phases import to_phases
+from micro3diff.diffusion.sampler import sample_volume, sampler_settings
+from micro3diff.diffusion.schedule import NoiseSchedule
 
 
 def parse_setting(spec: str) -> dict:
@@ -58,7 +59,7 @@ def parse_setting(spec: str) -> dict:
 
 def _images_eval(ref: torch.Tensor, gen: torch.Tensor, name: str, r_max: int, a) -> dict:
     """2D samples (N, S, S) vs 2D reference images: per-image errors, floor of real images of the same size."""
-    fn = metrics.metric_function(name)
+    fn = correlation.metric_function(name)
     ref_curve = fn(ref, r_max, ndim=2).average.mean(dim=0)
     curves = fn(gen, r_max, ndim=2).average
     size = tuple(gen.shape[1:])
@@ -66,13 +67,13 @@ def _images_eval(ref: torch.Tensor, gen: torch.Tensor, name: str, r_max: int, a)
         idx = torch.randperm(ref.shape[0], generator=torch.Generator().manual_seed(a.seed))[:a.crops]
         real = ref[idx]
     else:
-        real = torch.cat([metrics.random_crops(ref[i % ref.shape[0]], size, 1, seed=a.seed + i) for i in range(a.crops)])
-    floor = metrics.error_rate(fn(real, r_max, ndim=2).average, ref_curve)
+        real = torch.cat([compare.random_crops(ref[i % ref.shape[0]], size, 1, seed=a.seed + i) for i in range(a.crops)])
+    floor = compare.error_rate(fn(real, r_max, ndim=2).average, ref_curve)
     shuffled = ref.flatten(1)[:, torch.randperm(ref[0].numel(), generator=torch.Generator().manual_seed(a.seed))]
     base = fn(shuffled.view_as(ref), r_max, ndim=2).average.mean(dim=0)
-    return {"error_per_volume": _bench.summary(metrics.error_rate(curves, ref_curve)),
-            "error_of_mean_curve": float(metrics.error_rate(curves.mean(dim=0), ref_curve)),
-            "floor_volume": _bench.summary(floor), "shuffled": float(metrics.error_rate(base, ref_curve))}
+    return {"error_per_volume": _bench.summary(compare.error_rate(curves, ref_curve)),
+            "error_of_mean_curve": float(compare.error_rate(curves.mean(dim=0), ref_curve)),
+            "floor_volume": _bench.summary(floor), "shuffled": float(compare.error_rate(base, ref_curve))}
 
 
 def run_row(case: str, model: str, spec: str, a) -> dict:
@@ -91,7 +92,7 @@ def run_row(case: str, model: str, spec: str, a) -> dict:
         imgs = sample_images(ckpt.model, sched, a.count, a.size, cfg.steps, seed=a.seed, device=a.device,
                              method=cfg.method, eta=cfg.eta, prior=prior)
         seconds.append((time.perf_counter() - t0) / a.count)
-        gen = torch.from_numpy(to_labels(imgs))
+        gen = to_phases(imgs).cpu()
         nfe = cfg.steps
     else:
         for i in range(a.count):
@@ -111,7 +112,7 @@ def run_row(case: str, model: str, spec: str, a) -> dict:
            "count": a.count, "seed": a.seed, "nfe": nfe, "seconds_per_volume": _bench.summary(torch.tensor(seconds)),
            "threads": torch.get_num_threads(), "phi_reference": phi_ref,
            "phi_generated": _bench.summary(gen.flatten(1).double().mean(1)), "metrics": {}}
-    for name in metrics.METRICS:
+    for name in correlation.METRICS:
         if a.two_d:
             m = _images_eval(ref, gen, name, r_max, a)  # a 3D reference: its slices along the first axis
         elif mode == "3d":
@@ -141,7 +142,7 @@ def write_md(rows: list[dict], results: Path) -> None:
                  f"{r['schedule']['kind']}/{r['schedule'].get('prediction', 'eps')})", r["setting"],
                  f"{r['size']} x {r['count']}", str(r["nfe"]), f"{r['seconds_per_volume']['mean']:.1f}",
                  f"{r['phi_generated']['mean']:.3f} ± {r['phi_generated']['std']:.3f} ({r['phi_reference']:.3f})"]
-        for name in metrics.METRICS:
+        for name in correlation.METRICS:
             m = r["metrics"][name]
             e, f = m["error_per_volume"], m["floor_volume"]
             cells += [f"{e['mean']:.1f} ± {e['std']:.1f}", f"{m['error_of_mean_curve']:.1f}",

@@ -37,8 +37,10 @@ import torch
 
 import _bench
 from _bench import REPO, RESULTS
-from micro3diff import metrics
-from micro3diff.io import provenance, read_array, write_json
+from micro3diff.metrics import compare, correlation
+from micro3diff import phases
+from micro3diff.io.files import provenance, write_json
+from micro3diff.io.arrays import read_array
 
 FIGURES = REPO / "docs" / "figures"
 MODELS = REPO / "micro3diff" / "models"
@@ -131,9 +133,9 @@ def _train_record(run: Path) -> dict:
 def stage_ship(case: str, a) -> None:
     from safetensors.torch import load_file
 
-    from micro3diff.checkpoint import read_config, save_checkpoint
-    from micro3diff.schedule import ScheduleConfig
-    from micro3diff.unet import UNetConfig
+    from micro3diff.io.checkpoint import read_config, save_checkpoint
+    from micro3diff.diffusion.schedule import ScheduleConfig
+    from micro3diff.diffusion.unet import UNetConfig
 
     target = MODELS / f"{case}.safetensors"
     if target.is_file() and not a.reship:
@@ -146,8 +148,8 @@ def stage_ship(case: str, a) -> None:
                 "command": "m3d " + shlex.join(train_command(case, a)), "weights_dtype": "float16"}
     data = {**cfg["data"], "source": [Path(s).name for s in cfg["data"].get("source", [])]}
     if "x_mean" not in data:  # runs trained before checkpoints recorded the data moments (the sampler's prior)
-        from micro3diff.data import load_training_images
-        from micro3diff.train import TrainConfig
+        from micro3diff.training.data import load_training_images
+        from micro3diff.training.config import TrainConfig
 
         config = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["train"])
         data.update(load_training_images(config.data).moments())
@@ -202,16 +204,16 @@ def reference_images(case: str, a) -> torch.Tensor:
     ref = read_array(data_path(case, a))
     if ref.ndim == 2:
         ref = ref[None]
-    return metrics.binarize(ref)
+    return phases.binarize(ref)
 
 
 def _evaluate_2d(ref: torch.Tensor, vols: torch.Tensor, name: str, r_max: int, a) -> dict:
     """2D metric on the three planes of each volume against the mean curve of the reference images."""
-    fn = metrics.metric_function(name)
+    fn = correlation.metric_function(name)
     ref_curve = fn(ref, r_max, ndim=2).average.mean(dim=0)
-    corr = metrics.plane_correlation(vols, name, r_max)  # average (V, R+1), parts (V, 3, R+1)
-    errors = metrics.error_rate(corr.average, ref_curve)
-    plane_err = metrics.error_rate(corr.parts.mean(dim=0), ref_curve)  # (3,)
+    corr = correlation.plane_correlation(vols, name, r_max)  # average (V, R+1), parts (V, 3, R+1)
+    errors = compare.error_rate(corr.average, ref_curve)
+    plane_err = compare.error_rate(corr.parts.mean(dim=0), ref_curve)  # (3,)
     size = tuple(vols.shape[2:])
     gen = torch.Generator().manual_seed(a.seed)
     # floor: (a) single real images of the slice size; (b) a "volume's worth" (3 * S) of them, averaged, as
@@ -219,32 +221,32 @@ def _evaluate_2d(ref: torch.Tensor, vols: torch.Tensor, name: str, r_max: int, a
     def real_images(n: int) -> torch.Tensor:
         if ref.shape[1:] == size:  # a stack of images of the right size: draw images without replacement
             return ref[torch.randperm(ref.shape[0], generator=gen)[:n]]
-        return metrics.random_crops(ref[0], size, n, seed=int(torch.randint(0, 2**31, (1,), generator=gen)))
+        return compare.random_crops(ref[0], size, n, seed=int(torch.randint(0, 2**31, (1,), generator=gen)))
     single = fn(real_images(a.crops), r_max, ndim=2).average
     per_volume = torch.stack([fn(real_images(3 * size[0]), r_max, ndim=2).average.mean(dim=0)
                               for _ in range(a.floor_repeats)])
     shuffled = ref.flatten(1)[:, torch.randperm(ref[0].numel(), generator=gen)].view_as(ref)
     base = fn(shuffled, r_max, ndim=2).average.mean(dim=0)
     return {"reference_curve": ref_curve.tolist(), "generated_mean_curve": corr.average.mean(dim=0).tolist(),
-            "error_per_volume": _bench.summary(errors), "error_of_mean_curve": float(metrics.error_rate(
+            "error_per_volume": _bench.summary(errors), "error_of_mean_curve": float(compare.error_rate(
                 corr.average.mean(dim=0), ref_curve)),
             "error_per_plane": dict(zip(corr.names, plane_err.tolist())),
-            "floor_single_image": _bench.summary(metrics.error_rate(single, ref_curve)),
-            "floor_volume": _bench.summary(metrics.error_rate(per_volume, ref_curve)),
-            "shuffled": float(metrics.error_rate(base, ref_curve))}
+            "floor_single_image": _bench.summary(compare.error_rate(single, ref_curve)),
+            "floor_volume": _bench.summary(compare.error_rate(per_volume, ref_curve)),
+            "shuffled": float(compare.error_rate(base, ref_curve))}
 
 
 def _evaluate_3d(ref: torch.Tensor, vols: torch.Tensor, name: str, r_max: int, a) -> dict:
-    fn = metrics.metric_function(name)
+    fn = correlation.metric_function(name)
     ref_curve = fn(ref, r_max).average
     gen = fn(vols, r_max, ndim=3)
-    errors = metrics.error_rate(gen.average, ref_curve)
-    axis_err = metrics.error_rate(gen.parts.mean(dim=0), fn(ref, r_max).parts)
-    floor = metrics.natural_variability_floor(ref, tuple(vols.shape[1:]), name, r_max, n_crops=a.crops, seed=a.seed)
-    base = metrics.shuffled_baseline(ref, name, r_max, seed=a.seed)
+    errors = compare.error_rate(gen.average, ref_curve)
+    axis_err = compare.error_rate(gen.parts.mean(dim=0), fn(ref, r_max).parts)
+    floor = compare.natural_variability_floor(ref, tuple(vols.shape[1:]), name, r_max, n_crops=a.crops, seed=a.seed)
+    base = compare.shuffled_baseline(ref, name, r_max, seed=a.seed)
     return {"reference_curve": ref_curve.tolist(), "generated_mean_curve": gen.average.mean(dim=0).tolist(),
             "error_per_volume": _bench.summary(errors),
-            "error_of_mean_curve": float(metrics.error_rate(gen.average.mean(dim=0), ref_curve)),
+            "error_of_mean_curve": float(compare.error_rate(gen.average.mean(dim=0), ref_curve)),
             "error_per_axis": dict(zip(gen.names, axis_err.tolist())),
             "floor_volume": _bench.summary(floor.errors), "shuffled": float(base.errors[0])}
 
@@ -253,7 +255,7 @@ def stage_evaluate(case: str, a) -> None:
     files = sample_files(case, a)
     if not files:
         raise SystemExit(f"{case}: no sampled volumes under {Path(a.root) / case / 'samples'}; run the sample stage")
-    vols = torch.stack([metrics.binarize(np.load(f)) for f in files])
+    vols = torch.stack([phases.binarize(np.load(f)) for f in files])
     ref = reference_images(case, a)
     r_max = min(vols.shape[1:]) // 2
     mode = CASES[case]["mode"]
@@ -265,7 +267,7 @@ def stage_evaluate(case: str, a) -> None:
            "sampler": {k: sidecars[0][k] for k in ("preset", "steps", "n_harmonize", "method", "eta", "nfe")},
            "model": {k: sidecars[0]["models"]["yz"][k] for k in ("path", "sha256", "unet", "training")},
            "metrics": {}}
-    for name in metrics.METRICS:
+    for name in correlation.METRICS:
         ev = _evaluate_3d if mode == "3d" else _evaluate_2d
         out["metrics"][name] = {"paper": CASES[case]["paper"][name],
                                 **ev(ref, vols, name, r_max, a)}
@@ -424,7 +426,7 @@ DATA_TEXT = {
 
 def stage_cards(case: str, a) -> None:
     """micro3diff/models/<case>.md from the shipped checkpoint and its rows in benchmarks/results/quality.json."""
-    from micro3diff.checkpoint import load_checkpoint
+    from micro3diff.io.checkpoint import load_checkpoint
 
     ck = load_checkpoint(case)
     tr, u = ck.training, ck.unet

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 import _bench
-from micro3diff.data import DataConfig
-from micro3diff.train import make_config, train
-from micro3diff.unet import UNet
+from micro3diff.training.data import DataConfig
+from micro3diff.training.config import make_config
+from micro3diff.training.loop import train
+from micro3diff.diffusion.unet import UNet
 
 
 def measure(preset: str, size: int, batch: int | None, windows: int, window: int, device: str, tmp: Path,

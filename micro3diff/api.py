@@ -15,16 +15,16 @@ import numpy as np
 from .errors import UserError
 
 if TYPE_CHECKING:
-    from .anchors import Anchor
-    from .checkpoint import Checkpoint
-    from .report import EvaluationReport
+    from .diffusion.anchors import Anchor
+    from .io.checkpoint import Checkpoint
+    from .metrics.report import EvaluationReport
 
 ModelLike = Union[str, os.PathLike, "Checkpoint"]
 
 
 def list_models() -> list[str]:
     """Names of the shipped models (``micro3diff/models/<name>.safetensors``), for ``load_model`` and ``sample``."""
-    from .checkpoint import shipped_models
+    from .io.checkpoint import shipped_models
 
     return shipped_models()
 
@@ -38,7 +38,7 @@ def model_card(name: str) -> dict:
     """
     import re
 
-    from .checkpoint import MODELS_DIR, read_config, resolve
+    from .io.checkpoint import MODELS_DIR, read_config, resolve
 
     data = read_config(resolve(name)).get("data", {})
     card = MODELS_DIR / f"{name}.md"
@@ -59,7 +59,7 @@ def model_card(name: str) -> dict:
 
 def load_model(name_or_path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
     """A checkpoint file or shipped model (by name) as a ``Checkpoint`` (fp32 U-Net in eval mode on ``device``)."""
-    from .checkpoint import load_checkpoint
+    from .io.checkpoint import load_checkpoint
 
     return load_checkpoint(name_or_path, device)
 
@@ -83,7 +83,7 @@ def plane_checkpoints(model: ModelLike | Mapping[str, ModelLike], device: Any = 
 
     UserError unless every plane is given and all share one noise schedule.
     """
-    from .checkpoint import Checkpoint
+    from .io.checkpoint import Checkpoint
     from .axes import PLANES
 
     specs = dict(model) if isinstance(model, Mapping) else dict.fromkeys(PLANES, model)
@@ -115,10 +115,10 @@ def sample(model: ModelLike | Mapping[str, ModelLike], shape: int | Sequence[int
     axis D | H | W); images are phase-mapped like the model's training images. Other keyword arguments go to ``micro3diff.sampler.sample_volume``
     (steps, n_harmonize, method, eta, max_batch, periodic, ...). Volume i is the CLI's volume i of ``--seed seed``.
     """
-    from . import sampler
-    from .anchors import Anchor, Anchors, anchors_from
+    from .diffusion import sampler
+    from .diffusion.anchors import Anchor, Anchors, anchors_from
     from .cli._common import pick_device
-    from .schedule import NoiseSchedule
+    from .diffusion.schedule import NoiseSchedule
 
     dev = pick_device(device)
     plane_ckpts = plane_checkpoints(model, dev)
@@ -144,7 +144,7 @@ def save(path: str | os.PathLike, volume: np.ndarray, voxel_size: float | Sequen
     TIFF: ImageJ z-stack with ``voxel_size`` (one number or (d, h, w), in ``unit``), two phases as 0/255;
     .vti: ``voxel_size`` is the spacing. ``n_phases``: default max label + 1.
     """
-    from .io import write_phases
+    from .io.arrays import write_phases
 
     volume = np.asarray(volume)
     if volume.ndim not in (2, 3) or not np.issubdtype(volume.dtype, np.integer) or volume.min() < 0:
@@ -159,8 +159,8 @@ def evaluate(volumes: np.ndarray | Sequence[np.ndarray], reference: np.ndarray |
 
     Keyword arguments as ``micro3diff.report.evaluate`` (mode, r_max, periodic, phase, threshold, n_crops, seed).
     """
-    from .io import read_array
-    from .report import evaluate as evaluate_report
+    from .io.arrays import read_array
+    from .metrics.report import evaluate as evaluate_report
 
     ref = read_array(reference) if isinstance(reference, (str, os.PathLike)) else np.asarray(reference)
     return evaluate_report(list(volumes), ref, **kwargs)

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from micro3diff.errors import UserError
-from micro3diff.fast import SamplerOptions
-from micro3diff.sampler import iter_sample_volume, sample_volume
-from micro3diff.schedule import NoiseSchedule
-from micro3diff.unet import UNET_PRESETS, UNet
+from micro3diff.diffusion.network import SamplerOptions
+from micro3diff.diffusion.sampler import iter_sample_volume, sample_volume
+from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.unet import UNET_PRESETS, UNet
 
 SCHEDULE = NoiseSchedule()
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -117,9 +117,9 @@ def test_cli_fast_flag_on_cpu_same_volume(tmp_path):
     import numpy as np
     from click.testing import CliRunner
 
-    from micro3diff.checkpoint import save_checkpoint
+    from micro3diff.io.checkpoint import save_checkpoint
     from micro3diff.cli import main
-    from micro3diff.schedule import ScheduleConfig
+    from micro3diff.diffusion.schedule import ScheduleConfig
 
     ckpt = tmp_path / "tiny.safetensors"
     save_checkpoint(ckpt, tiny_unet().state_dict(), UNET_PRESETS["tiny"], ScheduleConfig(),

@@ -9,10 +9,11 @@ from torch import nn
 from conftest import Spy
 from micro3diff import _ext
 from micro3diff.errors import UserError
-from micro3diff.sampler import (PLANES, PRESETS, iter_sample_volume, sample_volume, sampler_settings,
-                                to_phases)
-from micro3diff.schedule import NoiseSchedule
-from micro3diff.unet import UNET_PRESETS, UNet
+from micro3diff.axes import PLANES
+from micro3diff.diffusion.sampler import PRESETS, iter_sample_volume, sample_volume, sampler_settings
+from micro3diff.phases import to_phases
+from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.unet import UNET_PRESETS, UNet
 
 SCHEDULE = NoiseSchedule()
 

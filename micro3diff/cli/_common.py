@@ -53,7 +53,7 @@ def pick_device(name: str | None) -> "torch.device":  # noqa: F821
 
 
 def _voxel_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float, float] | None:
-    from ..io import voxel_size3
+    from ..io.arrays import voxel_size3
 
     if value is None:
         return None

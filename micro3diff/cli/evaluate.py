@@ -17,7 +17,7 @@ from ._common import quiet_option, say, set_threads, show_progress, user_errors,
 
 def _voxel_size(generated: tuple[Path, ...], reference: Path) -> tuple[tuple[float, float, float], str] | None:
     """The voxel size the generated files record (TIFF tags or sidecar), else the reference's; None if neither."""
-    from ..io import read_voxel_size
+    from ..io.arrays import read_voxel_size
 
     found = {read_voxel_size(p) for p in generated} - {None}
     if len(found) > 1:
@@ -66,9 +66,9 @@ def evaluate(generated: tuple[Path, ...], reference: Path, mode: str | None, r_m
              threads: int | None, voxel_size: tuple[float, float, float] | None, unit: str | None,
              out_dir: Path) -> None:
     """Compare GENERATED volumes (or 2D images) with a reference: S2, L(z), floor and baseline."""
-    from .. import report
+    from ..metrics import report
     from ..checks import number
-    from ..io import read_array
+    from ..io.arrays import read_array
 
     set_threads(threads)
     if crops < 1:
@@ -93,8 +93,8 @@ def evaluate(generated: tuple[Path, ...], reference: Path, mode: str | None, r_m
                              progress=show_progress(), voxel_size=voxel_size, unit=unit or "um")
     paths = report.write_report(result, out_dir)
     if blocks:
-        from ..drift import drift_report
-        from ..io import write_json
+        from ..metrics.drift import drift_report
+        from ..io.files import write_json
 
         drift = drift_report(arrays, ref, blocks, phase=phase, threshold=result.threshold, seed=seed)
         paths.append(out_dir / "drift.json")

@@ -16,7 +16,7 @@ def info(as_json: bool) -> None:
 
     import torch
 
-    from ..io import provenance
+    from ..io.files import provenance
 
     facts = provenance()
     facts["torch_cuda"] = torch.version.cuda

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .. import sampler
+from ..diffusion import sampler
 from ..checks import machine_memory, number, require_memory, writable_outputs
 from ..errors import UserError
 from ..axes import PLANES
@@ -146,11 +146,12 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     """
     import torch
 
-    from ..anchors import Anchors, describe, from_cli
+    from ..diffusion.anchors import Anchors, describe, from_cli
     from ..api import plane_checkpoints, resolve_volume_fraction
-    from ..io import provenance, voxel_size3, write_json, write_phases
-    from ..ortho import write_orthoslices
-    from ..schedule import NoiseSchedule
+    from ..io.files import provenance, write_json
+    from ..io.arrays import voxel_size3, write_phases
+    from ..io.pictures import write_orthoslices
+    from ..diffusion.schedule import NoiseSchedule
 
     rank, world = _rank_world()
     set_threads(threads)

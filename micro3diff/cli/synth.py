@@ -86,7 +86,8 @@ def synth(
     from ..checks import number, require_memory
     from ..errors import UserError
     from ..checks import writable_outputs
-    from ..io import ARRAY_SUFFIXES, provenance, write_json, write_phases
+    from ..io.arrays import ARRAY_SUFFIXES, write_phases
+    from ..io.files import provenance, write_json
 
     path = Path(out)
     if path.suffix.lower() not in ARRAY_SUFFIXES:

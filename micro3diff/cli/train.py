@@ -7,7 +7,7 @@ import click
 
 from ..errors import UserError
 from ..axes import PLANES
-from ..schedule import DEFAULT_SCHEDULE, PAPER_SCHEDULE, ScheduleConfig
+from ..diffusion.schedule import DEFAULT_SCHEDULE, PAPER_SCHEDULE, ScheduleConfig
 from ._common import pick_device, quiet_option, say, show_progress, user_errors, voxel_size_option
 
 SCHEDULE_CHOICES = {"zsnr": DEFAULT_SCHEDULE, "paper": PAPER_SCHEDULE,
@@ -90,15 +90,15 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
 
     import torch
 
-    from .. import train as T
+    from ..training import config as T_config, loop as T_loop, run_dir as T_run
     from ..checks import require_memory
-    from ..data import DataConfig
+    from ..training.data import DataConfig
 
     data = tuple(str(Path(p).absolute()) for p in data)
     changes = {"steps": steps, "save_every": save_every, "keep": keep, "log_every": log_every,
                "sample_every": sample_every, "threads": threads}
     if resume:
-        run = T.RunDir(out)
+        run = T_run.RunDir(out)
         run.check(resume=True)
         given = {p for p in ctx.params if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE}
         if given - RESUMABLE:
@@ -114,7 +114,7 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
             raise UserError("no training data given (DATA: image files, 3D volumes or folders)")
         data_cfg = DataConfig(paths=data, image_size=image_size, axis=axis, threshold=threshold, phases=phases,
                               augment=not no_augment, voxel_size=voxel_size, unit=unit)
-        config = T.make_config(data_cfg, preset, model_dim=model_dim, dim_mults=_dim_mults(dim_mults), batch=batch,
+        config = T_config.make_config(data_cfg, preset, model_dim=model_dim, dim_mults=_dim_mults(dim_mults), batch=batch,
                                schedule=SCHEDULE_CHOICES[schedule], channels_last=fast,
                                lr=lr, warmup=warmup, ema=ema, plane=plane, seed=seed, **changes)
     if config.threads is not None:
@@ -123,7 +123,7 @@ def train(ctx: click.Context, data: tuple[str, ...], out: str, image_size: int, 
     require_memory(3 * config.batch * config.unet.forward_bytes(side, side),  # activations kept for backward
                    f"training on batches of {config.batch} {side}x{side} crops", dev,
                    "use a smaller --batch, --image-size or --model-dim")
-    path = T.train(config, out, resume=resume, device=dev, progress=progress and show_progress())
+    path = T_loop.train(config, out, resume=resume, device=dev, progress=progress and show_progress())
     if os.environ.get("RANK", "0") == "0":
         say(f"wrote {path}", err=True)
 
@@ -150,11 +150,14 @@ def sample2d(checkpoint: str, n: int, size: int | None, steps: int | None, metho
 
     import torch
 
-    from ..checkpoint import load_checkpoint
+    from ..io.checkpoint import load_checkpoint
     from ..checks import number, require_memory, writable_outputs
-    from ..io import provenance, write_array, write_json
-    from ..sample2d import image_grid, sample_images, to_labels
-    from ..schedule import NoiseSchedule
+    from ..io.files import provenance, write_json
+    from ..io.arrays import write_array
+    from ..diffusion.sample2d import sample_images
+    from ..io.pictures import image_grid
+    from ..phases import to_phases
+    from ..diffusion.schedule import NoiseSchedule
 
     number("-n", n, lo=1)
     number("--size", size, lo=1)
@@ -175,7 +178,7 @@ def sample2d(checkpoint: str, n: int, size: int | None, steps: int | None, metho
     seconds = time.perf_counter() - t0
     if not torch.isfinite(images).all():
         raise UserError("the images came out with NaN or infinite values; nothing written")
-    write_array(out, image_grid(images) if Path(out).suffix.lower() == ".png" else to_labels(images))
+    write_array(out, image_grid(images) if Path(out).suffix.lower() == ".png" else to_phases(images).cpu().numpy())
     write_json(f"{out}.json", {"model": ckpt.describe(), "n": n, "size": size, "steps": steps, "method": method,
                                "seed": seed, "prior": prior_mode, "seconds": seconds, "provenance": provenance()})
     say(f"wrote {out} ({n} images of {size}x{size}, {seconds:.1f} s)", err=True)

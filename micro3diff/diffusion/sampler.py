@@ -27,12 +27,13 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from . import ops
-from .errors import UserError
-from .fast import SamplerOptions, network
+from .. import ops
+from ..errors import UserError
+from ..phases import to_phases
+from .network import SamplerOptions, network
 from .schedule import Affine, NoiseSchedule
 from .anchors import Anchors
-from .axes import PLANES
+from ..axes import PLANES
 from .unet import set_periodic
 from .volume_fraction import check_targets, steer
 
@@ -125,11 +126,6 @@ class SampleResult:
     @property
     def seconds_other(self) -> float:
         return self.seconds - self.seconds_network
-
-
-def to_phases(x: torch.Tensor) -> torch.Tensor:
-    """(V, C, D, H, W) -> (V, D, H, W) uint8: C = 1 thresholded at 0 (phases scaled to [-1, 1]), else argmax over C."""
-    return (x[:, 0] > 0 if x.shape[1] == 1 else x.argmax(1)).to(torch.uint8)
 
 
 def _config_attr(model: nn.Module, name: str, default: int) -> int:

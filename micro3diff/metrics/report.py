@@ -23,10 +23,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics
-from .errors import UserError
-from .checks import writable_outputs
-from .io import atomic_path, provenance, voxel_size3, write_json
+from .. import axes, phases
+from ..errors import UserError
+from . import compare, correlation
+from ..checks import writable_outputs
+from ..io.files import atomic_path, provenance, write_json
+from ..io.arrays import voxel_size3
 
 Mode = Literal["3d", "2d"]
 LABELS = {"two_point": "S2", "lineal_path": "L"}
@@ -76,15 +78,15 @@ def _spread(t: torch.Tensor) -> torch.Tensor:
     return t.std(dim=0) if t.shape[0] > 1 else torch.zeros_like(t[0])
 
 
-def _threshold_value(values: Sequence[np.ndarray], threshold: metrics.Threshold) -> float | None:
+def _threshold_value(values: Sequence[np.ndarray], threshold: phases.Threshold) -> float | None:
     if threshold != "otsu":
         return None if threshold is None else float(threshold)
-    return metrics.otsu_threshold(np.concatenate([v.ravel() for v in values]))
+    return phases.otsu_threshold(np.concatenate([v.ravel() for v in values]))
 
 
 def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarray | torch.Tensor, *,
              mode: Mode | None = None, r_max: int | None = None, periodic: bool = False, phase: int | None = None,
-             threshold: metrics.Threshold = None, names: Sequence[str] | None = None, n_crops: int = 64,
+             threshold: phases.Threshold = None, names: Sequence[str] | None = None, n_crops: int = 64,
              seed: int = 0, progress: bool = False, voxel_size: float | Sequence[float] | None = None,
              unit: str = "um") -> EvaluationReport:
     """S2 and L of generated volumes (D, H, W) (or 2D images (H, W) in 2d mode) against a reference.
@@ -112,11 +114,11 @@ def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarr
     if len(shape) != 3 and not (mode == "2d" and len(shape) == 2):
         raise UserError(f"generated samples must be 3D volumes{' or 2D images' if mode == '2d' else ''}, got shape {shape}")
     t = _threshold_value([ref_np, *arrays], threshold)
-    ref = metrics.binarize(ref_np, phase=phase, threshold=t)
-    gen = torch.stack([metrics.binarize(a, phase=phase, threshold=t) for a in arrays])
+    ref = phases.binarize(ref_np, phase=phase, threshold=t)
+    gen = torch.stack([phases.binarize(a, phase=phase, threshold=t) for a in arrays])
     planes = mode == "2d" and len(shape) == 3
     sample_size = shape[1:] if planes else shape  # crops for the floor: the xy-slice size in 2d mode
-    r_max = metrics.resolve_r_max(tuple(shape) + tuple(ref.shape), r_max, periodic)
+    r_max = correlation.resolve_r_max(tuple(shape) + tuple(ref.shape), r_max, periodic)
     notes = []
     spacing = voxel_size3(voxel_size)
     if spacing and len(set(spacing)) > 1:
@@ -138,13 +140,13 @@ def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarr
     reports = {}
     steps = 2 * (len(arrays) + 2 + floor_possible)
     with tqdm(total=steps, desc="evaluate", unit="curve", disable=not progress) as bar:
-        for name in metrics.METRICS:
-            fn = metrics.metric_function(name)
+        for name in correlation.METRICS:
+            fn = correlation.metric_function(name)
             ref_corr = fn(ref, r_max, periodic=periodic)
             bar.update()
             curves = []
             for v in gen:
-                curves.append(metrics.plane_correlation(v[None], name, r_max, periodic=periodic) if planes
+                curves.append(correlation.plane_correlation(v[None], name, r_max, periodic=periodic) if planes
                               else fn(v, r_max, periodic=periodic))
                 bar.update()
             average = torch.stack([c.average.reshape(-1) for c in curves])  # (V, R + 1)
@@ -155,14 +157,14 @@ def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarr
             ref_parts = ref_corr.parts if mode == "3d" else ref_corr.average.expand_as(mean_parts)
             floor = None
             if floor_possible:
-                fl = metrics.natural_variability_floor(ref, tuple(sample_size), name, r_max, n_crops=n_crops,
+                fl = compare.natural_variability_floor(ref, tuple(sample_size), name, r_max, n_crops=n_crops,
                                                        periodic=periodic, seed=seed)
                 floor = {"errors_mean": float(fl.errors.mean()), "errors_std": float(_spread(fl.errors[:, None])),
-                         "error_of_mean": float(metrics.error_rate(fl.curves.mean(dim=0), ref_corr.average)),
+                         "error_of_mean": float(compare.error_rate(fl.curves.mean(dim=0), ref_corr.average)),
                          "n_crops": n_crops, "crop_size": list(sample_size),
                          "curve_mean": _list(fl.curves.mean(dim=0)), "curve_std": _list(_spread(fl.curves))}
                 bar.update()
-            base = metrics.shuffled_baseline(ref, name, r_max, periodic=periodic, seed=seed)
+            base = compare.shuffled_baseline(ref, name, r_max, periodic=periodic, seed=seed)
             bar.update()
             reports[name] = MetricReport(
                 metric=name,
@@ -171,18 +173,18 @@ def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarr
                 generated_mean=_list(average.mean(dim=0)),
                 generated_std=_list(_spread(average)),
                 generated_parts={k: _list(mean_parts[i]) for i, k in enumerate(part_names)},
-                error_of_mean=float(metrics.error_rate(average.mean(dim=0), ref_corr.average)),
-                errors=_list(metrics.error_rate(average, ref_corr.average)),
-                part_errors={k: float(e) for k, e in zip(part_names, metrics.error_rate(mean_parts, ref_parts))},
-                isotropy={k: float(e) for k, e in metrics.isotropy(
-                    metrics.Correlation(average.mean(dim=0), mean_parts, part_names)).items()},
+                error_of_mean=float(compare.error_rate(average.mean(dim=0), ref_corr.average)),
+                errors=_list(compare.error_rate(average, ref_corr.average)),
+                part_errors={k: float(e) for k, e in zip(part_names, compare.error_rate(mean_parts, ref_parts))},
+                isotropy={k: float(e) for k, e in compare.isotropy(
+                    correlation.Correlation(average.mean(dim=0), mean_parts, part_names)).items()},
                 floor=floor,
                 baseline={"error": float(base.errors[0]), "curve": _list(base.curves[0])},
             )
     return EvaluationReport(
         mode=mode, r_max=r_max, periodic=periodic, phase=1 if phase is None else phase, threshold=t,
-        reference={"shape": list(ref.shape), "volume_fraction": float(metrics.volume_fraction(ref))},
-        generated=[{"name": n, "shape": list(shape), "volume_fraction": float(metrics.volume_fraction(g))}
+        reference={"shape": list(ref.shape), "volume_fraction": float(correlation.volume_fraction(ref))},
+        generated=[{"name": n, "shape": list(shape), "volume_fraction": float(correlation.volume_fraction(g))}
                    for n, g in zip(names, gen)],
         metrics=reports, notes=notes, provenance=provenance(),
         voxel_size=list(spacing) if spacing else None, unit=unit if spacing else None,
@@ -191,7 +193,7 @@ def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarr
 
 def format_table(report: EvaluationReport) -> str:
     """A short text table of the error rates (%)."""
-    planes = set(next(iter(report.metrics.values())).part_errors) == set(metrics.PLANES)
+    planes = set(next(iter(report.metrics.values())).part_errors) == set(axes.PLANES)
     head = f"{'metric':<6} {'mean curve':>10} {'per sample':>15} {'floor/crop':>15} {'floor mean':>10} " \
            f"{'baseline':>8}  worst {'plane' if planes else 'axis'}"
     rows = [head]

@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
 
 EpsFn = Callable[[nn.Module, torch.Tensor, int, int], torch.Tensor]
 

@@ -29,7 +29,8 @@ from micro3diff.metrics import compare, correlation
 from micro3diff.diffusion.anchors import Anchor, Anchors
 from micro3diff.api import load_model
 from micro3diff.diffusion.network import SamplerOptions
-from micro3diff.diffusion.sampler import sample_volume, sampler_settings
+from micro3diff.diffusion.sampler import sample_volume
+from micro3diff.diffusion.settings import sampler_settings
 from micro3diff.diffusion.schedule import NoiseSchedule
 
 DISTANCES = (1, 2, 4, 8)

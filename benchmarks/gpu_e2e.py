@@ -40,7 +40,8 @@ from micro3diff.phases import to_phases
 from micro3diff.io.checkpoint import load_checkpoint
 from micro3diff.diffusion.network import SamplerOptions
 from micro3diff.io.files import provenance
-from micro3diff.diffusion.sampler import PRESETS, sample_volume
+from micro3diff.diffusion.sampler import sample_volume
+from micro3diff.diffusion.settings import PRESETS
 from micro3diff.diffusion.schedule import NoiseSchedule
 
 PARTS = ("env", "speed", "throughput", "maxsize", "fused", "quality")

@@ -35,7 +35,8 @@ from micro3diff.diffusion.network import SamplerOptions
 from micro3diff.io.files import provenance, write_json
 from micro3diff.diffusion.sample2d import sample_images
 from micro3diff.phases import to_phases
-from micro3diff.diffusion.sampler import sample_volume, sampler_settings
+from micro3diff.diffusion.sampler import sample_volume
+from micro3diff.diffusion.settings import sampler_settings
 from micro3diff.diffusion.schedule import NoiseSchedule
 
 

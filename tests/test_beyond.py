@@ -13,7 +13,9 @@ from micro3diff import axes
 from micro3diff.cli import main
 from micro3diff.errors import UserError
 from micro3diff.io.arrays import read_array
-from micro3diff.diffusion.sampler import PLANES, iter_sample_volume
+from micro3diff.axes import PLANES
+from micro3diff.diffusion.sampler import iter_sample_volume
+from micro3diff.diffusion.settings import SamplerSettings
 from micro3diff.diffusion.schedule import NoiseSchedule
 from micro3diff.io.vti import read_vti
 
@@ -100,7 +102,8 @@ def test_seam_errors_small_without_seam_large_with_one():
 def test_each_plane_model_sees_its_plane_as_plane_stack_cuts_it():
     """Per-plane spies: model p gets only plane p's slices, oriented as axes.plane_stack cuts the volume."""
     spies = {p: Spy() for p in PLANES}
-    records = [r.x[0, 0].clone() for r in iter_sample_volume(spies, NoiseSchedule(), (4, 6, 8), steps=5, n_harmonize=1)]
+    records = [r.x[0, 0].clone() for r in iter_sample_volume(spies, NoiseSchedule(), (4, 6, 8), 1,
+                                                                   SamplerSettings.make(steps=5, n_harmonize=1))]
     assert [len(spies[p].inputs) for p in PLANES] == [2, 2, 1]
     for step in range(5):  # step i uses plane i % 3
         plane = PLANES[step % 3]

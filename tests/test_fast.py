@@ -8,6 +8,7 @@ from torch import nn
 from micro3diff.errors import UserError
 from micro3diff.diffusion.network import SamplerOptions
 from micro3diff.diffusion.sampler import iter_sample_volume, sample_volume
+from micro3diff.diffusion.settings import SamplerSettings
 from micro3diff.diffusion.schedule import NoiseSchedule
 from micro3diff.diffusion.unet import UNET_PRESETS, UNet
 
@@ -67,8 +68,8 @@ def test_channels_last_on_cpu_close_to_reference_and_weights_restored():
 def test_weights_restored_when_the_generator_is_closed_early():
     model = tiny_unet()
     before = snapshot(model)
-    it = iter_sample_volume(model, SCHEDULE, (8, 8, 8), steps=5, n_harmonize=1,
-                            options=SamplerOptions(channels_last=True))
+    it = iter_sample_volume(model, SCHEDULE, (8, 8, 8), 1, SamplerSettings.make(
+        steps=5, n_harmonize=1, options=SamplerOptions(channels_last=True)))
     next(it)
     assert model.init_conv.weight.is_contiguous(memory_format=torch.channels_last)
     it.close()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import pick_device, quiet_option, user_errors
+from ._common import quiet_option, user_errors
 
 
 @click.command()
@@ -16,6 +16,7 @@ def info(as_json: bool) -> None:
 
     import torch
 
+    from ..devices import pick_device
     from ..io.files import provenance
 
     facts = provenance()

@@ -1,7 +1,7 @@
-"""Sampler fast path: how the sampler runs its network, the reference way or the fast way.
+"""How the sampler runs its network, the reference way or the fast way.
 
 ``Network`` is the one object the sampler loop calls for eps. With ``SamplerOptions()`` (all off) it is the
-reference: ``sampler._eps`` (fp32, eager, ``max_batch`` slices per forward), a device sync after every
+reference: ``slice_eps`` (fp32, eager, ``max_batch`` slices per forward), a device sync after every
 forward and the host clock for the network's share. ``SamplerOptions.fast(device)`` turns on, on CUDA only:
 
 - ``autocast_bf16``: the U-Net under bf16 autocast; its Conv2d/Linear weights are held in bf16 for the run
@@ -31,15 +31,12 @@ import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
 
 from ..errors import UserError
-
-EpsFn = Callable[[nn.Module, torch.Tensor, int, int], torch.Tensor]
-
 
 @dataclass(frozen=True)
 class SamplerOptions:
@@ -65,6 +62,20 @@ class SamplerOptions:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def slice_eps(model: nn.Module, x: torch.Tensor, t: int | torch.Tensor, max_batch: int) -> torch.Tensor:
+    """eps of every slice of x (V, D, C, H, W): the model on (V*D, C, H, W), ``max_batch`` slices per forward.
+
+    ``t``: the model timestep, or a (V*D,) long tensor of it (CUDA graphs keep it in a device buffer).
+    """
+    xb = x.view(-1, *x.shape[2:])
+    tb = t if isinstance(t, torch.Tensor) else torch.full((xb.shape[0],), t, dtype=torch.long, device=x.device)
+    with torch.no_grad():
+        if xb.shape[0] <= max_batch:
+            return model(xb, tb).reshape(x.shape)
+        chunks = [model(xb[i:i + max_batch], tb[i:i + max_batch]) for i in range(0, xb.shape[0], max_batch)]
+        return torch.cat(chunks).reshape(x.shape)
 
 
 @contextlib.contextmanager
@@ -95,8 +106,8 @@ class Network:
     """eps of every slice of x (V, D, C, H, W) by the plane's model, and the seconds spent in it."""
 
     def __init__(self, models: dict[str, nn.Module], options: SamplerOptions, max_batch: int,
-                 device: torch.device, eps_fn: EpsFn):
-        self.models, self.options, self.max_batch, self.device, self.eps_fn = models, options, max_batch, device, eps_fn
+                 device: torch.device):
+        self.models, self.options, self.max_batch, self.device = models, options, max_batch, device
         self.cuda = device.type == "cuda"
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._pool = None
@@ -115,13 +126,13 @@ class Network:
         return self._compiled[id(model)]
 
     def _forward(self, model: nn.Module, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        """The reference eps (``eps_fn``) with the options' autocast / channels_last / compile around it."""
+        """The reference eps (``slice_eps``) with the options' autocast / channels_last / compile around it."""
         model = self._model(model)
         if self.options.channels_last:
             inner = model
             model = lambda xb, tb: inner(xb.contiguous(memory_format=torch.channels_last), tb)  # noqa: E731
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.options.autocast_bf16, cache_enabled=False):
-            return self.eps_fn(model, x, t, self.max_batch)
+            return slice_eps(model, x, t, self.max_batch)
 
     def _graphed(self, plane: str, x: torch.Tensor, t: int) -> torch.Tensor:
         model = self.models[plane]
@@ -187,14 +198,14 @@ class Network:
 
 
 @contextlib.contextmanager
-def network(models: dict[str, nn.Module], options: SamplerOptions | None, max_batch: int, device: torch.device,
-            eps_fn: EpsFn) -> Iterator[Network]:
+def network(models: dict[str, nn.Module], options: SamplerOptions | None, max_batch: int,
+            device: torch.device) -> Iterator[Network]:
     """A ``Network`` for the block, with the models' weights prepared for ``options`` and restored after."""
     options = options or SamplerOptions()
     options.check(device)
     unique = list({id(m): m for m in models.values()}.values())
     with _prepared_weights(unique, options):
-        net = Network(models, options, max_batch, device, eps_fn)
+        net = Network(models, options, max_batch, device)
         try:
             yield net
         finally:

@@ -109,3 +109,36 @@ def make_config(data: DataConfig, preset: str = "small", *, model_dim: int | Non
         changes.update(dim_mults=tuple(dim_mults), attention=tuple(i >= n - max(1, n // 2) for i in range(n)))
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(data=data, unet=dataclasses.replace(unet, **changes), preset=preset, **fields)
+
+
+# Options that may change when a run is resumed; everything else comes from the run's config.json.
+RESUMABLE = {"steps", "save_every", "keep", "log_every", "sample_every", "device", "threads", "progress", "resume",
+             "out", "data"}
+_CHANGES = ("steps", "save_every", "keep", "log_every", "sample_every", "threads")
+
+
+def check_resumable(given: set[str]) -> None:
+    """UserError unless every option the user gave (``given``) may change when a run is resumed."""
+    if given - RESUMABLE:
+        raise UserError(f"--resume continues with the run's stored settings; only --steps, --save-every, --keep, "
+                        f"--log-every, --sample-every, --device and --threads may change (got "
+                        f"{', '.join('--' + g.replace('_', '-') for g in sorted(given - RESUMABLE))})")
+
+
+def run_config(stored: TrainConfig | None, data: tuple[str, ...], *,
+               image_size: int = 64, axis: str = "0", threshold: float | str | None = None, phases: int = 2,
+               augment: bool = True, voxel_size: tuple[float, float, float] | None = None, unit: str | None = None,
+               preset: str = "small", **options) -> TrainConfig:
+    """The config of ``m3d train``: a new run's from the options (``make_config``'s), or, with the ``stored``
+    config of a run to resume, that one with only the RESUMABLE options changed (UserError for other DATA)."""
+    changes = {k: options.pop(k, None) for k in _CHANGES}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if stored is not None:
+        if data and tuple(data) != stored.data.paths:
+            raise UserError(f"--resume uses the run's data {list(stored.data.paths)}; omit DATA or give the same paths")
+        return dataclasses.replace(stored, **changes)
+    if not data:
+        raise UserError("no training data given (DATA: image files, 3D volumes or folders)")
+    data_cfg = DataConfig(paths=data, image_size=image_size, axis=axis, threshold=threshold, phases=phases,
+                          augment=augment, voxel_size=voxel_size, unit=unit)
+    return make_config(data_cfg, preset, **options, **changes)

@@ -20,7 +20,7 @@ from ..diffusion.schedule import NoiseSchedule
 from ..diffusion.unet import UNet
 from ..errors import UserError
 from ..io.files import provenance, write_json
-from .config import TrainConfig
+from .config import TrainConfig, check_resumable, run_config
 from .data import CropSampler, load_training_images
 from .run_dir import RunDir, append_log
 from .state import load_state, load_state_tensors, state_tensors
@@ -163,3 +163,26 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
     return run.root / "model.safetensors"
+
+
+def start(out: str | os.PathLike, data: tuple[str, ...] = (), given: set[str] = frozenset(), *, resume: bool = False,
+          device: str | None = None, progress: bool = True, **options) -> Path:
+    """``m3d train``: the run's config (``config.run_config``; with ``resume`` from the run folder ``out``), torch's
+    threads, a memory check for the batches, then ``train``. Returns the final ``model.safetensors``."""
+    from ..checks import require_memory
+    from ..devices import pick_device
+
+    stored = None
+    if resume:
+        run = RunDir(out)
+        run.check(resume=True)
+        check_resumable(given)
+        stored = run.stored_config()
+    config = run_config(stored, tuple(str(Path(p).absolute()) for p in data), **options)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    dev, side = pick_device(device), config.data.image_size
+    require_memory(3 * config.batch * config.unet.forward_bytes(side, side),  # activations kept for backward
+                   f"training on batches of {config.batch} {side}x{side} crops", dev,
+                   "use a smaller --batch, --image-size or --model-dim")
+    return train(config, out, resume=resume, device=dev, progress=progress)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import _bench
-from micro3diff import synth
+from micro3diff.synth import generators as synth
 from micro3diff.metrics import compare, correlation
 from micro3diff.diffusion.anchors import Anchor, Anchors
 from micro3diff.api import load_model

@@ -5,7 +5,8 @@
 import pytest
 import torch
 
-from micro3diff import _ext, synth
+from micro3diff import _ext
+from micro3diff.synth import generators as synth
 
 from micro3diff.metrics import correlation
 

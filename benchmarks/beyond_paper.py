@@ -5,7 +5,7 @@
 
 train:   an anisotropic material (overlapping ellipsoids, semi-axes 12, 4, 4 along D) sliced into the three
          stacks the sampler's per-plane models see (micro3diff.planes.plane_stack), one tiny per-plane model
-         each (``m3d train STACK --plane P --no-augment``); a 3-phase material (micro3diff.synth.multiphase)
+         each (``m3d train STACK --plane P --no-augment``); a 3-phase material (micro3diff.synth.generators.multiphase)
          with ``m3d train --phases 3 --axis all``. 32^2 crops, tiny preset, --threads 1, each run stopped
          after --minutes (its newest checkpoint is used).
 measure: 1 any size: shipped ``spheres`` model, 48 x 48 x 144 volume with --max-batch, drift of S2 / L
@@ -29,7 +29,7 @@ import numpy as np
 
 import _bench
 from micro3diff.metrics import drift
-from micro3diff import synth
+from micro3diff.synth import generators as synth
 from micro3diff.metrics import correlation
 from micro3diff import axes
 from micro3diff.io.arrays import read_array, write_array

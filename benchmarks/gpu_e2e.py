@@ -33,7 +33,8 @@ import torch
 
 import _bench
 import fused_step_report
-from micro3diff import _ext, synth
+from micro3diff import _ext
+from micro3diff.synth import generators as synth
 from micro3diff.metrics import compare, correlation
 from micro3diff import phases
 from micro3diff.phases import to_phases

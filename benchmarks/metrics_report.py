@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 import _bench
-from micro3diff import _ext, reference, synth
+from micro3diff import _ext, reference
+from micro3diff.synth import generators as synth
 from micro3diff.metrics import correlation
 
 RADIUS, PHI = 6.0, 0.6
@@ -112,7 +113,7 @@ def main() -> None:
     _bench.write_result(args.out or _bench.RESULTS / "metrics_cpu.json", {
         "benchmark": "S2 and Torquato L(z), micro3diff compiled CPU vs PoreSpy",
         "porespy_versions": {p: version(p) for p in ("porespy", "scipy", "numba")},
-        "structure": f"periodic overlapping spheres (micro3diff.synth), R = {RADIUS}, phi = {PHI}, seed 0; "
+        "structure": f"periodic overlapping spheres (micro3diff.synth.generators), R = {RADIUS}, phi = {PHI}, seed 0; "
                      "L also on i.i.d. voxels (phi 0.6), the worst case for run lengths",
         "estimators": {
             "two_point": "both: non-periodic, zero-padded FFT autocorrelation / pair count per lag vector, mean "

@@ -7,7 +7,7 @@ from click.testing import CliRunner, Result
 
 from conftest import Spy
 from micro3diff.metrics import drift
-from micro3diff import synth
+from micro3diff.synth import generators as synth
 from micro3diff.metrics import correlation
 from micro3diff import axes
 from micro3diff.cli import main

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from micro3diff import synth
+from micro3diff.synth import generators as synth
 from micro3diff.cli import main
 from micro3diff.errors import UserError
 from micro3diff.io.vti import read_vti, write_vti

@@ -38,6 +38,7 @@ from ..axes import AXES, PLANES, orthogonal_planes
 from ..errors import UserError
 from ..phases import ArrayLike, Threshold, binarize
 METRICS = ("two_point", "lineal_path")
+LABELS = {"two_point": "S2", "lineal_path": "L"}  # short names in tables and plots
 AXIS_NAMES = {2: AXES[1:], 3: AXES}
 
 

@@ -13,10 +13,7 @@ its distance to these two.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import math
-from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
@@ -26,12 +23,10 @@ from tqdm.auto import tqdm
 from .. import axes, phases
 from ..errors import UserError
 from . import compare, correlation
-from ..checks import writable_outputs
-from ..io.files import atomic_path, provenance, write_json
+from ..io.files import provenance
 from ..io.arrays import voxel_size3
 
 Mode = Literal["3d", "2d"]
-LABELS = {"two_point": "S2", "lineal_path": "L"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,70 +198,8 @@ def format_table(report: EvaluationReport) -> str:
         floor = f"{fl['errors_mean']:.2f} ± {fl['errors_std']:.2f}" if fl else "-"
         floor_mean = f"{fl['error_of_mean']:.2f}" if fl else "-"
         worst = max(m.part_errors, key=m.part_errors.get)
-        rows.append(f"{LABELS[name]:<6} {m.error_of_mean:>10.2f} {per:>15} {floor:>15} {floor_mean:>10} "
+        rows.append(f"{correlation.LABELS[name]:<6} {m.error_of_mean:>10.2f} {per:>15} {floor:>15} {floor_mean:>10} "
                     f"{m.baseline['error']:>8.2f}  {worst} {m.part_errors[worst]:.2f}")
     rows.append(f"reference phi = {report.reference['volume_fraction']:.4f}; generated phi = "
                 f"{np.mean([g['volume_fraction'] for g in report.generated]):.4f} (mean of {len(report.generated)})")
     return "\n".join(rows)
-
-
-def _csv_rows(report: EvaluationReport) -> list[tuple[str, str, int, float]]:
-    rows = []
-    for name, m in report.metrics.items():
-        curves = {"reference": m.reference, "generated_mean": m.generated_mean, "generated_std": m.generated_std,
-                  "baseline": m.baseline["curve"]}
-        curves |= {f"reference_{k}": v for k, v in m.reference_parts.items()}
-        curves |= {f"generated_{k}": v for k, v in m.generated_parts.items()}
-        if m.floor:
-            curves |= {"floor_mean": m.floor["curve_mean"], "floor_std": m.floor["curve_std"]}
-        rows += [(name, curve, r, v) for curve, values in curves.items() for r, v in enumerate(values)]
-    return rows
-
-
-def _plot(m: MetricReport, path: Path, voxel: float, unit: str) -> None:
-    """Two panels (average; per axis / plane) with lags r in ``unit`` (``voxel`` per voxel)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    r = voxel * np.arange(len(m.reference))
-    label = LABELS[m.metric]
-    fig, (ax, ax_parts) = plt.subplots(1, 2, figsize=(11, 4.2))
-    mean, std = np.array(m.generated_mean), np.array(m.generated_std)
-    ax.plot(r, m.reference, "k-", lw=2, label="reference")
-    ax.plot(r, mean, "C0-", label=f"generated (error {m.error_of_mean:.2f} %)")
-    ax.fill_between(r, mean - std, mean + std, color="C0", alpha=0.25, label="generated ± std")
-    if m.floor:
-        fm, fs = np.array(m.floor["curve_mean"]), np.array(m.floor["curve_std"])
-        ax.fill_between(r, fm - fs, fm + fs, color="0.5", alpha=0.25,
-                        label=f"reference crops ± std (floor {m.floor['errors_mean']:.2f} %)")
-    ax.plot(r, m.baseline["curve"], "C3--", label=f"shuffled baseline ({m.baseline['error']:.2f} %)")
-    ax.set(xlabel=f"r ({unit})", ylabel=f"{label}(r)", title=f"{label}: reference vs generated")
-    ax.legend(fontsize=8)
-    for i, (k, v) in enumerate(m.generated_parts.items()):
-        ax_parts.plot(r, v, f"C{i}-", label=f"generated {k} ({m.part_errors[k]:.2f} %)")
-    for i, (k, v) in enumerate(m.reference_parts.items()):
-        ax_parts.plot(r, v, f"C{i + 3}:", label=f"reference {k}")
-    ax_parts.set(xlabel=f"r ({unit})", ylabel=f"{label}(r)", title=f"{label} per axis / plane")
-    ax_parts.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-def write_report(report: EvaluationReport, out_dir: str | Path) -> list[Path]:
-    """Write report.json, curves.csv (metric, curve, r, value) and one PNG per metric; returns the paths."""
-    out_dir = Path(out_dir)
-    paths = [out_dir / "report.json", out_dir / "curves.csv"] + [out_dir / f"{n}.png" for n in report.metrics]
-    writable_outputs([*paths, out_dir / "drift.json"])
-    write_json(paths[0], report)
-    with atomic_path(paths[1]) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["metric", "curve", "r", "value"])
-        writer.writerows((n, c, r, f"{v:.10g}" if math.isfinite(v) else "nan") for n, c, r, v in _csv_rows(report))
-    cubic = report.voxel_size is not None and len(set(report.voxel_size)) == 1
-    for m, path in zip(report.metrics.values(), paths[2:]):
-        _plot(m, path, *((report.voxel_size[0], report.unit) if cubic else (1.0, "voxels")))
-    return paths

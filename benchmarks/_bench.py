@@ -145,10 +145,3 @@ def random_unet(preset: str, device: torch.device | str = "cpu") -> torch.nn.Mod
     model = UNet(UNET_PRESETS[preset])
     torch.nn.init.normal_(model.out_conv.weight, std=0.02)
     return model.to(device).eval()
-
-
-def summary(x: torch.Tensor) -> dict:
-    """mean, std (0 for one value), n, min and max of the values of x."""
-    x = x.double().flatten()
-    return {"mean": float(x.mean()), "std": float(x.std()) if x.numel() > 1 else 0.0, "n": int(x.numel()),
-            "min": float(x.min()), "max": float(x.max())}

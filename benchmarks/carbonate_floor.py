@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 
 import _bench
-from micro3diff.metrics import compare, correlation
+from micro3diff.metrics import compare, correlation, protocol
 from micro3diff import phases
 from micro3diff.io.arrays import read_array
 
 
 def summary(errors: torch.Tensor) -> dict:
-    return {**_bench.summary(errors), "median": float(errors.median())}
+    return {**protocol.summary(errors), "median": float(errors.median())}
 
 
 def main() -> None:

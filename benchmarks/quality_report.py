@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 import _bench
-import reproduce_paper as rp  # the cases, references and the per-metric evaluation
-from micro3diff.metrics import compare, correlation
+from _cases import CASES, reference_images
+from micro3diff.metrics import correlation, protocol
 from micro3diff.io.checkpoint import load_checkpoint, resolve
 from micro3diff.diffusion.network import SamplerOptions
 from micro3diff.io.files import provenance, write_json
@@ -58,30 +58,11 @@ def parse_setting(spec: str) -> dict:
     return out
 
 
-def _images_eval(ref: torch.Tensor, gen: torch.Tensor, name: str, r_max: int, a) -> dict:
-    """2D samples (N, S, S) vs 2D reference images: per-image errors, floor of real images of the same size."""
-    fn = correlation.metric_function(name)
-    ref_curve = fn(ref, r_max, ndim=2).average.mean(dim=0)
-    curves = fn(gen, r_max, ndim=2).average
-    size = tuple(gen.shape[1:])
-    if tuple(ref.shape[1:]) == size:
-        idx = torch.randperm(ref.shape[0], generator=torch.Generator().manual_seed(a.seed))[:a.crops]
-        real = ref[idx]
-    else:
-        real = torch.cat([compare.random_crops(ref[i % ref.shape[0]], size, 1, seed=a.seed + i) for i in range(a.crops)])
-    floor = compare.error_rate(fn(real, r_max, ndim=2).average, ref_curve)
-    shuffled = ref.flatten(1)[:, torch.randperm(ref[0].numel(), generator=torch.Generator().manual_seed(a.seed))]
-    base = fn(shuffled.view_as(ref), r_max, ndim=2).average.mean(dim=0)
-    return {"error_per_volume": _bench.summary(compare.error_rate(curves, ref_curve)),
-            "error_of_mean_curve": float(compare.error_rate(curves.mean(dim=0), ref_curve)),
-            "floor_volume": _bench.summary(floor), "shuffled": float(compare.error_rate(base, ref_curve))}
-
-
 def run_row(case: str, model: str, spec: str, a) -> dict:
     ckpt = load_checkpoint(model, a.device)
     sched = NoiseSchedule(ckpt.schedule)
     st = parse_setting(spec)
-    ref = rp.reference_images(case, a)
+    ref = reference_images(case, a)
     phi_ref = float(ref.double().mean())
     vf = [phi_ref] if st["vf"] else None
     prior = ckpt.prior if st["prior"] else None
@@ -106,22 +87,24 @@ def run_row(case: str, model: str, spec: str, a) -> dict:
                   f"{res.seconds:.1f} s", flush=True)
         gen = torch.stack(labels)
         nfe = res.nfe
-    mode = "2d-model" if a.two_d else rp.CASES[case]["mode"]
+    mode = "2d-model" if a.two_d else CASES[case]["mode"]
     r_max = min(gen.shape[1:]) // 2
     row = {"case": case, "model": model, "model_sha256": ckpt.sha256[:16], "schedule": ckpt.schedule.__dict__,
            "training_step": ckpt.training.get("step"), "setting": spec, "mode": mode, "size": a.size,
-           "count": a.count, "seed": a.seed, "nfe": nfe, "seconds_per_volume": _bench.summary(torch.tensor(seconds)),
+           "count": a.count, "seed": a.seed, "nfe": nfe, "seconds_per_volume": protocol.summary(torch.tensor(seconds)),
            "threads": torch.get_num_threads(), "phi_reference": phi_ref,
-           "phi_generated": _bench.summary(gen.flatten(1).double().mean(1)), "metrics": {}}
+           "phi_generated": protocol.summary(gen.flatten(1).double().mean(1)), "metrics": {}}
     for name in correlation.METRICS:
         if a.two_d:
-            m = _images_eval(ref, gen, name, r_max, a)  # a 3D reference: its slices along the first axis
+            # a 3D reference: its slices along the first axis
+            m = protocol.evaluate_images(ref, gen, name, r_max, crops=a.crops, seed=a.seed)
         elif mode == "3d":
-            m = rp._evaluate_3d(ref, gen, name, r_max, a)
+            m = protocol.evaluate_3d(ref, gen, name, r_max, crops=a.crops, seed=a.seed)
         else:
-            m = rp._evaluate_2d(ref, gen, name, r_max, a)
+            m = protocol.evaluate_planes(ref, gen, name, r_max, crops=a.crops, floor_repeats=a.floor_repeats,
+                                         seed=a.seed)
         keep = ("error_per_volume", "error_of_mean_curve", "floor_volume", "shuffled")
-        row["metrics"][name] = {k: m[k] for k in keep} | {"paper": rp.CASES[case]["paper"][name]}
+        row["metrics"][name] = {k: m[k] for k in keep} | {"paper": CASES[case]["paper"][name]}
     return row
 
 
@@ -183,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
             model = a.models.format(case=case)
             sha = hashlib.sha256(resolve(model).read_bytes()).hexdigest()[:16]
             probe = {"case": case, "model_sha256": sha, "setting": spec, "mode": "2d-model" if a.two_d else
-                     rp.CASES[case]["mode"], "size": a.size, "count": a.count, "seed": a.seed}
+                     CASES[case]["mode"], "size": a.size, "count": a.count, "seed": a.seed}
             if any(key(r) == key(probe) for r in rows) and not a.redo:
                 print(f"skip {key(probe)} (in quality.json; --redo to rerun)")
                 continue

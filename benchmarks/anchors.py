@@ -24,14 +24,14 @@ import numpy as np
 import torch
 
 import _bench
-from micro3diff.synth import generators as synth
-from micro3diff.metrics import compare, correlation
-from micro3diff.diffusion.anchors import Anchor, Anchors
+from micro3diff.anchors import Anchor, Anchors
 from micro3diff.api import load_model
 from micro3diff.diffusion.network import SamplerOptions
 from micro3diff.diffusion.sampler import sample_volume
-from micro3diff.diffusion.settings import sampler_settings
 from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.settings import sampler_settings
+from micro3diff.metrics import compare, correlation
+from micro3diff.synth import generators as synth
 
 DISTANCES = (1, 2, 4, 8)
 

@@ -4,7 +4,7 @@
     PYTHONPATH=. python benchmarks/beyond_paper.py measure             # sample, measure, write the JSON
 
 train:   an anisotropic material (overlapping ellipsoids, semi-axes 12, 4, 4 along D) sliced into the three
-         stacks the sampler's per-plane models see (micro3diff.planes.plane_stack), one tiny per-plane model
+         stacks the sampler's per-plane models see (micro3diff.axes.plane_stack), one tiny per-plane model
          each (``m3d train STACK --plane P --no-augment``); a 3-phase material (micro3diff.synth.generators.multiphase)
          with ``m3d train --phases 3 --axis all``. 32^2 crops, tiny preset, --threads 1, each run stopped
          after --minutes (its newest checkpoint is used).
@@ -28,13 +28,12 @@ from pathlib import Path
 import numpy as np
 
 import _bench
-from micro3diff.metrics import drift
-from micro3diff.synth import generators as synth
-from micro3diff.metrics import correlation
 from micro3diff import axes
 from micro3diff.io.arrays import read_array, write_array
 from micro3diff.io.files import write_json
 from micro3diff.io.vti import read_vti
+from micro3diff.metrics import correlation, drift
+from micro3diff.synth import generators as synth
 
 ROOT = _bench.REPO / "runs" / "beyond"
 TRAIN = ["--preset", "tiny", "--image-size", "32", "--lr", "1e-3", "--warmup", "50", "--save-every", "50",
@@ -124,7 +123,7 @@ def periodic(count: int = 3) -> dict:
     out["reference_periodic_box"] = mean_seam([synth.spheres((48, 48, 48), seed=s).array for s in range(count)])
     ref = synth.spheres(seed=1).array
     out["reference_crop"] = mean_seam([ref[48 * i:48 * (i + 1), :48, :48] for i in range(count)])
-    out["note"] = ("mean over volumes; per-axis lists in (D, H, W) order; see micro3diff.drift.seam_errors: "
+    out["note"] = ("mean over volumes; per-axis lists in (D, H, W) order; see micro3diff.metrics.drift.seam_errors: "
                    "interface_contrast ~1 = no seam")
     return out
 

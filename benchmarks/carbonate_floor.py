@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 import _bench
-from micro3diff.metrics import compare, correlation, protocol
 from micro3diff import phases
 from micro3diff.io.arrays import read_array
+from micro3diff.metrics import compare, correlation, protocol
 
 
 def summary(errors: torch.Tensor) -> dict:

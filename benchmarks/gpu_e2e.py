@@ -33,17 +33,16 @@ import torch
 
 import _bench
 import fused_step_report
-from micro3diff import _ext
-from micro3diff.synth import generators as synth
-from micro3diff.metrics import compare, correlation
-from micro3diff import phases
-from micro3diff.phases import to_phases
-from micro3diff.io.checkpoint import load_checkpoint
+from micro3diff import _ext, phases
 from micro3diff.diffusion.network import SamplerOptions
-from micro3diff.io.files import provenance
 from micro3diff.diffusion.sampler import sample_volume
-from micro3diff.diffusion.settings import PRESETS
 from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.settings import PRESETS
+from micro3diff.io.checkpoint import load_checkpoint
+from micro3diff.io.files import provenance
+from micro3diff.metrics import compare, correlation
+from micro3diff.phases import to_phases
+from micro3diff.synth import generators as synth
 
 PARTS = ("env", "speed", "throughput", "maxsize", "fused", "quality")
 TARGETS = {"speedup_paper_64": 3.0, "unet_share": 0.97, "fused_of_copy_256": 0.8, "paper_64_paper_preset_s": 180.0}

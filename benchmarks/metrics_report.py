@@ -30,8 +30,8 @@ import torch
 
 import _bench
 from micro3diff import _ext, reference
-from micro3diff.synth import generators as synth
 from micro3diff.metrics import correlation
+from micro3diff.synth import generators as synth
 
 RADIUS, PHI = 6.0, 0.6
 

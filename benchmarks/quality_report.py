@@ -29,15 +29,15 @@ import torch
 
 import _bench
 from _cases import CASES, reference_images
-from micro3diff.metrics import correlation, protocol
-from micro3diff.io.checkpoint import load_checkpoint, resolve
 from micro3diff.diffusion.network import SamplerOptions
-from micro3diff.io.files import provenance, write_json
 from micro3diff.diffusion.sample2d import sample_images
-from micro3diff.phases import to_phases
 from micro3diff.diffusion.sampler import sample_volume
-from micro3diff.diffusion.settings import sampler_settings
 from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.settings import sampler_settings
+from micro3diff.io.checkpoint import load_checkpoint, resolve
+from micro3diff.io.files import provenance, write_json
+from micro3diff.metrics import correlation, protocol
+from micro3diff.phases import to_phases
 
 
 def parse_setting(spec: str) -> dict:
@@ -117,7 +117,7 @@ def write_md(rows: list[dict], results: Path) -> None:
              "Written by `benchmarks/quality_report.py` from `quality.json`. Per-volume errors are mean ± sd over "
              "volumes; *floor* is the per-volume error of real data of the same size (natural variability); "
              "*shuffled*: the reference's voxels permuted (right phi, no structure); *x floor*: per-volume error / "
-             "floor mean. Target (issue 11): phi within ±0.02, per-volume error <= max(1.5 x floor, paper).", "",
+             "floor mean. Target: phi within ±0.02, per-volume error <= max(1.5 x floor, paper).", "",
              "| case | mode | model (step) | setting | size x n | calls | s / vol | phi gen (ref) | S2 per vol | "
              "S2 mean curve | S2 floor | S2 x floor | S2 shuffled | L per vol | L mean curve | L floor | L x floor | "
              "L shuffled |", "|" + "---|" * 18]

@@ -15,7 +15,7 @@ import numpy as np
 from .errors import UserError
 
 if TYPE_CHECKING:
-    from .diffusion.anchors import Anchor
+    from .anchors import Anchor
     from .io.checkpoint import Checkpoint
     from .metrics.report import EvaluationReport
     from .sampling import ModelLike
@@ -74,13 +74,13 @@ def sample(model: ModelLike | Mapping[str, ModelLike], shape: int | Sequence[int
     ``sampling.resolve_volume_fraction`` (default: steer to the training fractions when recorded, like
     ``m3d sample``). ``prior``: "standard" (N(0, I)) or "data" (q(x_T) from the training data). ``fast``: the
     fast path (``SamplerOptions.fast``). ``anchors``: measured slices every volume must contain exactly, as
-    ``micro3diff.diffusion.anchors.Anchor`` s or (axis, index, image array or file) triples, axis "x" | "y" | "z"
+    ``micro3diff.anchors.Anchor`` s or (axis, index, image array or file) triples, axis "x" | "y" | "z"
     (array axis D | H | W); images are phase-mapped like the model's training images. Other keyword arguments
     are ``SamplerSettings`` fields (steps, n_harmonize, method, eta, max_batch, periodic, ...). Volume i is the
     CLI's volume i of ``--seed seed``.
     """
     from .devices import pick_device
-    from .diffusion.anchors import Anchor, anchors_from
+    from .anchors import Anchor, anchors_from
     from .diffusion.sampler import sample_volume
     from .diffusion.schedule import NoiseSchedule
     from .sampling import plane_checkpoints, run_settings
@@ -116,7 +116,7 @@ def evaluate(volumes: np.ndarray | Sequence[np.ndarray], reference: np.ndarray |
              **kwargs: Any) -> EvaluationReport:
     """S2 and L(z) of ``volumes`` ((n, D, H, W) or a list of (D, H, W)) against ``reference`` (an array or a file).
 
-    Keyword arguments as ``micro3diff.report.evaluate`` (mode, r_max, periodic, phase, threshold, n_crops, seed).
+    Keyword arguments as ``micro3diff.metrics.report.evaluate`` (mode, r_max, periodic, phase, threshold, n_crops, seed).
     """
     from .io.arrays import read_array
     from .metrics.report import evaluate as evaluate_report

@@ -1,6 +1,6 @@
-"""Multi-plane sampling from checkpoints: per-plane checkpoints that agree, the run's ``SamplerSettings``, and
-``m3d sample`` as a function (``write_samples``: volumes shared over torchrun ranks, their files, skip and
-resume, sidecars).
+"""Sampling from checkpoints: per-plane checkpoints that agree, the run's ``SamplerSettings``, ``m3d sample`` as a
+function (``write_samples``: volumes shared over torchrun ranks, their files, skip and resume, sidecars) and
+``m3d sample2d`` (``write_images``).
 
 Files of volume i: any of ``<stem>_<i>.tif`` (ImageJ z-stack (D, H, W) with voxel size; two phases as 0/255),
 ``.npy`` (uint8 phases) and ``.vti`` (VTK, spacing = voxel size), ``<stem>_<i>_ortho.png`` (central yz | xz | xy
@@ -22,7 +22,7 @@ from .errors import UserError
 if TYPE_CHECKING:
     import torch
 
-    from .diffusion.anchors import Anchor
+    from .anchors import Anchor
     from .diffusion.settings import SamplerPreset, SamplerSettings
     from .io.checkpoint import Checkpoint
 
@@ -74,7 +74,7 @@ def run_settings(ckpts: dict[str, Checkpoint], shape: tuple[int, int, int], devi
     checkpoint's q(x_T)), ``fast``: ``SamplerOptions.fast(device)``, ``volume_fraction`` as
     ``resolve_volume_fraction``; other fields (steps, n_harmonize, method, eta, seed, max_batch, periodic, ...)
     as ``SamplerSettings.make``."""
-    from .diffusion.anchors import Anchors
+    from .anchors import Anchors
     from .diffusion.network import SamplerOptions
     from .diffusion.settings import SamplerSettings
 
@@ -136,7 +136,7 @@ def write_samples(models: dict[str, str], out_dir: Path, *, shape: tuple[int, in
     import torch
 
     from .devices import rank_device, rank_world
-    from .diffusion.anchors import describe, from_cli
+    from .anchors import describe, from_cli
     from .diffusion.sampler import sample_volume
     from .diffusion.schedule import NoiseSchedule
     from .diffusion.settings import sampler_settings
@@ -202,3 +202,45 @@ def write_samples(models: dict[str, str], out_dir: Path, *, shape: tuple[int, in
             "files": [p.name for p in [*arrays, ortho]], "command": sys.argv, "versions": provenance(),
         })
         yield f"wrote {base.name} ({res.seconds:.1f} s, {res.nfe} network calls)"
+
+
+def write_images(checkpoint: str | os.PathLike, out: str | os.PathLike, *, n: int = 16, size: int | None = None,
+                 steps: int | None = None, method: str = "ddpm", seed: int = 0, prior: str = "standard",
+                 device: str | None = None) -> str:
+    """``m3d sample2d``: ``n`` images of ``size`` (default: the training size) from ``checkpoint`` written to
+    ``out`` (.png: a tiled picture; .npy / .tif: an (n, S, S) stack of phase labels) with a ``<out>.json``
+    sidecar; ``prior``: "standard" or "data" (see ``diffusion.sample2d.sample_images``). Returns the line to print."""
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from .devices import pick_device
+    from .diffusion.sample2d import sample_images
+    from .diffusion.schedule import NoiseSchedule
+    from .io.arrays import write_array
+    from .io.checkpoint import load_checkpoint
+    from .io.files import provenance, write_json
+    from .io.pictures import image_grid
+    from .phases import to_phases
+
+    if Path(out).suffix.lower() not in (".png", ".npy", ".tif", ".tiff"):
+        raise UserError(f"-o must end in .png, .npy, .tif or .tiff, got {out}")
+    writable_outputs([Path(out), Path(f"{out}.json")])
+    dev = pick_device(device)
+    ckpt = load_checkpoint(checkpoint, dev)
+    size = size if size is not None else int(ckpt.data.get("image_size", 64))
+    if size % ckpt.unet.divisor:
+        raise UserError(f"--size {size} must be a multiple of {ckpt.unet.divisor} for this model")
+    require_memory(n * (ckpt.unet.forward_bytes(size, size) + 16 * ckpt.unet.channels * size * size),
+                   f"{n} images of {size}x{size}", dev, "use a smaller -n or --size")
+    t0 = time.perf_counter()
+    images = sample_images(ckpt.model, NoiseSchedule(ckpt.schedule), n, size, steps, seed, dev, method=method,
+                           prior=ckpt.prior if prior == "data" else None)
+    seconds = time.perf_counter() - t0
+    if not torch.isfinite(images).all():
+        raise UserError("the images came out with NaN or infinite values; nothing written")
+    write_array(out, image_grid(images) if Path(out).suffix.lower() == ".png" else to_phases(images).cpu().numpy())
+    write_json(f"{out}.json", {"model": ckpt.describe(), "n": n, "size": size, "steps": steps, "method": method,
+                               "seed": seed, "prior": prior, "seconds": seconds, "provenance": provenance()})
+    return f"wrote {out} ({n} images of {size}x{size}, {seconds:.1f} s)"

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from micro3diff import api
-from micro3diff.diffusion.anchors import (Anchor, Anchors, anchors_from, parse_anchor, parse_stack, stack_anchors,
-                                          to_labels)
+from micro3diff.anchors import (Anchor, Anchors, anchors_from, parse_anchor, parse_stack, stack_anchors,
+                                to_labels)
 from micro3diff.errors import UserError
 from micro3diff.diffusion.sampler import sample_volume
 from test_sampler import SCHEDULE, ConstantOracle, GaussianOracle

@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from micro3diff.io.checkpoint import read_config
 from micro3diff.cli import main
-from micro3diff.training.data import DataConfig
+from micro3diff.io.checkpoint import read_config
 from micro3diff.io.files import write_json
 from micro3diff.training.config import make_config
+from micro3diff.training.data import DataConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,18 +6,17 @@ import pytest
 from click.testing import CliRunner, Result
 
 from conftest import Spy
-from micro3diff.metrics import drift
-from micro3diff.synth import generators as synth
-from micro3diff.metrics import correlation
 from micro3diff import axes
+from micro3diff.axes import PLANES
 from micro3diff.cli import main
+from micro3diff.diffusion.sampler import iter_sample_volume
+from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.settings import SamplerSettings
 from micro3diff.errors import UserError
 from micro3diff.io.arrays import read_array
-from micro3diff.axes import PLANES
-from micro3diff.diffusion.sampler import iter_sample_volume
-from micro3diff.diffusion.settings import SamplerSettings
-from micro3diff.diffusion.schedule import NoiseSchedule
 from micro3diff.io.vti import read_vti
+from micro3diff.metrics import correlation, drift
+from micro3diff.synth import generators as synth
 
 FAST = ["--steps", "3", "--harmonize", "2"]
 

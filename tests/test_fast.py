@@ -1,16 +1,16 @@
-"""Sampler fast path (micro3diff.fast): the reference volume where it must be; CUDA features skipped off CUDA."""
+"""Sampler fast path (micro3diff.diffusion.network): the reference volume where it must be; CUDA features skipped off CUDA."""
 import dataclasses
 
 import pytest
 import torch
 from torch import nn
 
-from micro3diff.errors import UserError
 from micro3diff.diffusion.network import SamplerOptions
 from micro3diff.diffusion.sampler import iter_sample_volume, sample_volume
-from micro3diff.diffusion.settings import SamplerSettings
 from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.settings import SamplerSettings
 from micro3diff.diffusion.unet import UNET_PRESETS, UNet
+from micro3diff.errors import UserError
 
 SCHEDULE = NoiseSchedule()
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

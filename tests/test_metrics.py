@@ -10,9 +10,9 @@ from micro3diff import _ext, ops, reference
 
 from micro3diff import axes, phases
 
-from micro3diff.metrics import compare, correlation
 from micro3diff.diffusion import sampler
 from micro3diff.errors import UserError
+from micro3diff.metrics import compare, correlation
 
 compiled = pytest.mark.skipif(not _ext.has_kernel("lineal_path", "cpu"), reason="compiled lineal_path not built")
 cuda = pytest.mark.skipif(not _ext.has_kernel("lineal_path", "cuda") or not torch.cuda.is_available(),

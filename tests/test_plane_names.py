@@ -7,11 +7,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from micro3diff.metrics import compare, correlation
-from micro3diff.diffusion import unet
-from micro3diff.io.checkpoint import save_checkpoint
 from micro3diff.cli import main
+from micro3diff.diffusion import unet
 from micro3diff.diffusion.schedule import ScheduleConfig
+from micro3diff.io.checkpoint import save_checkpoint
+from micro3diff.metrics import compare, correlation
 
 SHAPE = (8, 12, 16)  # distinct sides: the image shape a model is called on names the axis its slices are cut across
 

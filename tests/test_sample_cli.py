@@ -6,8 +6,8 @@ import pytest
 import tifffile
 from click.testing import CliRunner
 
-from micro3diff.diffusion import sampler
 from micro3diff.cli import main
+from micro3diff.diffusion import sampler
 from micro3diff.io.arrays import read_array
 
 FAST = ["--steps", "3", "--harmonize", "2"]

@@ -8,13 +8,13 @@ from torch import nn
 
 from conftest import Spy
 from micro3diff import _ext
-from micro3diff.errors import UserError
 from micro3diff.axes import PLANES
 from micro3diff.diffusion.sampler import iter_sample_volume, sample_volume
-from micro3diff.diffusion.settings import PRESETS, SamplerSettings, sampler_settings
-from micro3diff.phases import to_phases
 from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.settings import PRESETS, SamplerSettings, sampler_settings
 from micro3diff.diffusion.unet import UNET_PRESETS, UNet
+from micro3diff.errors import UserError
+from micro3diff.phases import to_phases
 
 SCHEDULE = NoiseSchedule()
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from micro3diff.errors import UserError
 from micro3diff.diffusion.sampler import sample_volume
-from micro3diff.diffusion.settings import PRESETS
 from micro3diff.diffusion.schedule import DEFAULT_SCHEDULE, PAPER_SCHEDULE, NoiseSchedule, Predictor, ScheduleConfig
+from micro3diff.diffusion.settings import PRESETS
+from micro3diff.errors import UserError
 
 V_LINEAR = ScheduleConfig(kind="linear", prediction="v")  # the paper's betas with a v-network: same process
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from micro3diff.io.checkpoint import MODELS_DIR, load_checkpoint, shipped_models
 from micro3diff.cli import main
+from micro3diff.io.checkpoint import MODELS_DIR, load_checkpoint, shipped_models
 
 EXPECTED = ("spheres", "polycrystal", "carbonate")
 MAX_BYTES = 16 * 2**20

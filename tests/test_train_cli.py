@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import package_env
-from micro3diff.io.checkpoint import load_checkpoint
 from micro3diff.cli import main
+from micro3diff.io.checkpoint import load_checkpoint
 from micro3diff.training.run_dir import RunDir
 from micro3diff.training.state import load_state
 

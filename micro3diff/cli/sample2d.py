@@ -1,4 +1,4 @@
-"""``m3d sample2d``: draw 2D images from a checkpoint by plain reverse diffusion (``diffusion.sample2d.write_images``)."""
+"""``m3d sample2d``: draw 2D images from a checkpoint by plain reverse diffusion (``sampling.write_images``)."""
 from __future__ import annotations
 
 import click
@@ -24,7 +24,7 @@ def sample2d(checkpoint: str, n: int, size: int | None, steps: int | None, metho
              prior_mode: str, device: str | None, out: str) -> None:
     """Draw N 2D images from CHECKPOINT (a file or shipped model name) by plain reverse diffusion."""
     from ..checks import number
-    from ..diffusion.sample2d import write_images
+    from ..sampling import write_images
 
     number("-n", n, lo=1)
     number("--size", size, lo=1)

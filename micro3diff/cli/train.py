@@ -5,9 +5,9 @@ import os
 
 import click
 
-from ..errors import UserError
 from ..axes import PLANES
 from ..diffusion.schedule import DEFAULT_SCHEDULE, PAPER_SCHEDULE, ScheduleConfig
+from ..errors import UserError
 from ..training.data import AXIS_CHOICES
 from ._common import quiet_option, say, show_progress, user_errors, voxel_size_option
 

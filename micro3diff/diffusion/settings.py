@@ -12,7 +12,7 @@ from ..errors import UserError
 from .network import SamplerOptions
 
 if TYPE_CHECKING:
-    from .anchors import Anchors
+    from ..anchors import Anchors
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Pictures of phase labels: the orthoslice figure of a volume (central yz | xz | xy slices, labelled, with a
 scale bar) and the grid of generated 2D images (phases as grey levels).
 
-Planes as the sampler names them (``micro3diff.sampler``): yz = the slice at fixed D (image H x W), xz = fixed H
+Planes as the sampler names them (``micro3diff.axes``): yz = the slice at fixed D (image H x W), xz = fixed H
 (D x W), xy = fixed W (D x H).
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Protocol (paper 3.5, DESIGN 1.4): a 3D reference gets 3D metrics of each generated volume; a 2D
 reference gets 2D metrics, on the three orthogonal planes of each generated volume (or on generated
-2D images directly). Conventions of the curves and of the error rate are those of ``micro3diff.metrics``.
+2D images directly). Conventions of the curves and of the error rate are those of ``micro3diff.metrics.correlation``.
 
 For each metric the report holds the reference curve, the generated mean and spread over samples,
 the error rate of the mean curve (the paper's number) and of every sample, errors per axis (3D) or
@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from .. import axes, phases
 from ..errors import UserError
-from . import compare, correlation
-from ..io.files import provenance
 from ..io.arrays import voxel_size3
+from ..io.files import provenance
+from . import compare, correlation
 
 Mode = Literal["3d", "2d"]
 

@@ -20,7 +20,7 @@ from . import generators
 BYTES_PER_VOXEL = {"polycrystal": 64}
 DEFAULT_BYTES_PER_VOXEL = 16
 
-# kind -> (generator name in micro3diff.synth, {CLI option: generator parameter}, options that take a list)
+# kind -> (generator name in micro3diff.synth.generators, {CLI option: generator parameter}, options that take a list)
 _SIZES = {"diameter": "diameter_mean", "diameter_sd": "diameter_sd", "volume_fraction": "volume_fraction"}
 KINDS = {
     "spheres": ("spheres", {**_SIZES, "periodic": "periodic"}, ()),

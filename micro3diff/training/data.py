@@ -155,7 +155,7 @@ class TrainingImages:
         return {"x_mean": [float(m) for m in mean], "x_var": [float(1 - m * m) for m in mean]}
 
     def checkpoint_data(self, plane: str | None = None) -> dict:
-        """The ``data`` dict stored in model checkpoints (see checkpoint.py)."""
+        """The ``data`` dict stored in model checkpoints (see ``micro3diff.io.checkpoint``)."""
         cfg = self.config
         data = {"image_size": cfg.image_size, "channels": cfg.channels, "phases": cfg.phases,
                 "scaling": "x = 2*I - 1" if cfg.phases == 2 else "x = 2*onehot(I) - 1",

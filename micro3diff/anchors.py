@@ -17,8 +17,8 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
-from ..axes import AXES
-from ..errors import UserError
+from .axes import AXES
+from .errors import UserError
 
 ImageLike = Union[np.ndarray, str, os.PathLike]
 
@@ -54,8 +54,8 @@ def to_labels(image: ImageLike, data: dict, name: str | None = None) -> np.ndarr
 
     ``data``: the checkpoint's ``data`` (``threshold``; ``phases`` and ``phase_values`` for K phases).
     """
-    from ..phases import binary_labels, parse_threshold
-    from ..io.arrays import read_array
+    from .phases import binary_labels, parse_threshold
+    from .io.arrays import read_array
 
     if isinstance(image, (str, os.PathLike)):
         name, image = name or os.fspath(image), read_array(image)

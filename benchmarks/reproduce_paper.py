@@ -37,7 +37,7 @@ import torch
 
 import _bench
 from _bench import REPO, RESULTS
-from _cards import write_card
+from _cards import paper_cases_lines, write_card
 from _cases import CASES, data_path, reference_images, train_command, train_steps
 from micro3diff.io.files import provenance, write_json
 from micro3diff.metrics import correlation, protocol
@@ -208,55 +208,9 @@ def stage_table(cases: list[str], a) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json(RESULTS / "paper_cases.json", table)
 
-    def pm(s: dict) -> str:
-        return f"{s['mean']:.2f} ± {s['std']:.2f}"
-
-    lines = ["# Paper cases I, II, IV: error rates of Micro3Diff reproductions (eq. 24, %)", "",
-             f"Table written by `{command}` on {table['date']}; {device}. The commands that sampled and "
-             f"evaluated each row are listed below the table.", "",
-             "| case | metric | sampler | volumes | ours: per volume (mean ± sd) | ours: mean curve | paper (Fig. 8) | "
-             "natural-variability floor | shuffled baseline |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for e in evals:
-        s = e["sampler"]
-        for n, m in e["metrics"].items():
-            lines.append(f"| {e['case']} ({e['mode'].upper()}) | {correlation.LABELS[n]} | {e['setting']}: {s['method']}, {s['steps']} steps, "
-                         f"n_h={s['n_harmonize']} | {e['volumes']} x {e['volume_shape'][0]}^3 | "
-                         f"{pm(m['error_per_volume'])} | {m['error_of_mean_curve']:.2f} | {m['paper']:.2f} | "
-                         f"{pm(m['floor_volume'])} | {m['shuffled']:.2f} |")
-    lines += ["", "| case | sampler | model | volume fraction: reference | generated | seconds per volume |",
-              "|---|---|---|---|---|---|"]
-    for e in evals:
-        s, tr, u = e["sampler"], e["model"]["training"], e["model"]["unet"]
-        lines.append(f"| {e['case']} | {e['setting']}: {s['method']}, {s['steps']} steps, n_h={s['n_harmonize']}, "
-                     f"{s['nfe']} U-Net calls | shipped `{e['case']}` (U-Net dim {u['dim']}, mults "
-                     f"{','.join(map(str, u['dim_mults']))}; {tr.get('step')} steps, {tr.get('train_seconds')} s CPU) | "
-                     f"{e['phi_reference']:.3f} | {pm(e['phi_generated'])} | {pm(e['sample_seconds'])} |")
-    lines += ["", "Commands (from the repository root; each stage skips finished work):", "", "```"]
-    lines += sorted({e.get("command", "") for e in evals} | {command}) + ["```", ""]
-    lines += NOTES
+    lines = paper_cases_lines(evals, command, table["date"], device)
     (RESULTS / "paper_cases.md").write_text("\n".join(lines) + "\n")
     print((RESULTS / "paper_cases.md").read_text())
-
-
-NOTES = [
-    "## How to read this",
-    "",
-    "* Error rate (eq. 24): 100 * sum_r |f_gen(r) - f_ref(r)| / sum_r f_ref(r), r = 0..half the volume side.",
-    "  *Per volume*: each volume's curve against the reference (mean ± sd over volumes). *Mean curve*: the",
-    "  mean curve of all volumes against the reference (the paper averages its curves over 25 volumes).",
-    "* Case I uses 3D metrics against the 3D training volume; cases II and IV use 2D metrics averaged over all",
-    "  slices of the three orthogonal planes against the mean curve of the 2D training images",
-    "  (``micro3diff.metrics.protocol``).",
-    "* Natural-variability floor: the same error for real data of the generated size, the best a perfect",
-    "  generator could expect. Case I: crops of the reference volume of the volumes' size. Cases II/IV: the mean",
-    "  curve of a volume's worth (3 x S) of real S x S images/crops, as the generated curve averages 3 x S slices",
-    "  (drawn from the same images as the reference, so slightly optimistic). Shuffled baseline: the reference's",
-    "  pixels permuted (right volume fraction, no structure); a generator near it learned nothing but the",
-    "  volume fraction.",
-    "* The shipped models are small CPU models, not the paper's (its U-Net has dim 128 and attention, 50k GPU",
-    "  steps, T = 1000, n_h = 10); their model cards say how they were trained.",
-]
 
 
 def stage_figures(case: str, a) -> None:

@@ -37,3 +37,16 @@ def rank_world() -> tuple[int, int]:
     if not 0 <= rank < world:
         raise UserError(f"need 0 <= RANK < WORLD_SIZE, got RANK={rank} WORLD_SIZE={world}")
     return rank, world
+
+
+def machine_facts() -> dict:
+    """``m3d info``: provenance (versions, kernels) with torch's CUDA, whether a GPU is seen, the default device."""
+    from .io.files import provenance
+
+    facts = provenance()
+    facts["torch_cuda"] = torch.version.cuda
+    facts["cuda_available"] = torch.cuda.is_available()
+    facts["device"] = str(pick_device(None))
+    if torch.cuda.is_available():
+        facts["gpu"] = torch.cuda.get_device_name(0)
+    return facts

@@ -24,7 +24,7 @@ RESULTS = REPO / "benchmarks" / "results"
 CARBONATE = REPO.parent / "shared" / "data" / "li2018" / "carbonate_resized.npy"  # read at run time, never copied
 sys.path.append(str(REPO))  # the source tree, only if micro3diff is not installed
 
-from micro3diff.io import device_name, provenance, write_json  # noqa: E402
+from micro3diff.io.files import device_name, provenance, write_json# noqa: E402
 
 M3D = [sys.executable, "-c", "from micro3diff.cli import main; main()"]
 
@@ -139,16 +139,9 @@ def ops_mode(mode: str):
 def random_unet(preset: str, device: torch.device | str = "cpu") -> torch.nn.Module:
     """A U-Net of ``preset`` with seed-0 random weights, in eval mode (its zero-initialised output layer drawn
     too, so that eps is not 0)."""
-    from micro3diff.unet import UNET_PRESETS, UNet
+    from micro3diff.diffusion.unet import UNET_PRESETS, UNet
 
     torch.manual_seed(0)
     model = UNet(UNET_PRESETS[preset])
     torch.nn.init.normal_(model.out_conv.weight, std=0.02)
     return model.to(device).eval()
-
-
-def summary(x: torch.Tensor) -> dict:
-    """mean, std (0 for one value), n, min and max of the values of x."""
-    x = x.double().flatten()
-    return {"mean": float(x.mean()), "std": float(x.std()) if x.numel() > 1 else 0.0, "n": int(x.numel()),
-            "min": float(x.min()), "max": float(x.max())}

@@ -41,12 +41,14 @@ import numpy as np
 import torch
 
 import _bench
-from micro3diff import metrics, synth
 from micro3diff.anchors import Anchor, Anchors, point_estimate
 from micro3diff.api import load_model
-from micro3diff.fast import SamplerOptions
-from micro3diff.sampler import sample_volume, sampler_settings
-from micro3diff.schedule import NoiseSchedule
+from micro3diff.diffusion.network import SamplerOptions
+from micro3diff.diffusion.sampler import sample_volume
+from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.settings import sampler_settings
+from micro3diff.metrics import compare, correlation
+from micro3diff.synth import generators as synth
 
 DISTANCES = (1, 2, 4, 8)
 CASES = {"spheres": "spheres", "carbonate": "carbonate"}  # case -> shipped model
@@ -56,7 +58,7 @@ def boolean_radius(image: np.ndarray, r_fit: int = 16) -> tuple[float, float]:
     """(phi, R): the phase-1 fraction of ``image`` (H, W) and the sphere radius whose 3D Boolean model at that
     phi has the 2D S2 closest to the image's (least squares over r = 0..r_fit; S2 of the covered phase is
     1 - 2q + q^(1 + 3r/4R - r^3/16R^3), q = 1 - phi, r < 2R)."""
-    s2 = metrics.two_point(torch.from_numpy(image), r_fit).average.numpy()
+    s2 = correlation.two_point(torch.from_numpy(image), r_fit).average.numpy()
     phi, r = float(image.mean()), np.arange(r_fit + 1)
     q = 1 - phi
 
@@ -73,14 +75,14 @@ def make_case(case: str, a, shape) -> tuple:
     r3d = (a.size - a.free_from) // 2
     if case == "spheres":
         ref = torch.from_numpy(np.load(a.reference)) if Path(a.reference).is_file() else None
-        curves = None if ref is None else {n: metrics.metric_function(n)(ref, r3d, ndim=3, phase=1).average
-                                           for n in metrics.METRICS}
+        curves = None if ref is None else {n: correlation.metric_function(n)(ref, r3d, ndim=3, phase=1).average
+                                           for n in correlation.METRICS}
         return (lambda seed: synth.spheres(shape, seed=seed).array.astype(np.uint8)), curves, {
             "truth": "synth.spheres(d ~ N(15, 4), phi 0.2)", "reference": a.reference}
     image = np.load(a.carbonate).astype(np.uint8)
     phi, radius = boolean_radius(image)
-    curves = {n: metrics.metric_function(n)(torch.from_numpy(image), r3d, ndim=2, phase=1).average
-              for n in metrics.METRICS}
+    curves = {n: correlation.metric_function(n)(torch.from_numpy(image), r3d, ndim=2, phase=1).average
+              for n in correlation.METRICS}
 
     def truth(seed: int) -> np.ndarray:
         return (1 - synth.overlapping_spheres(shape, radius, 1 - phi, seed=seed).array).astype(np.uint8)
@@ -121,17 +123,17 @@ def interpolate(truth: np.ndarray, idx: list[int]) -> np.ndarray:
 def error2d(slices: np.ndarray, truth: np.ndarray, r_max: int) -> dict[str, float]:
     """S2 / L error (eq. 24) of the mean 2D curve of ``slices`` (N, H, W) against that of ``truth``'s."""
     out = {}
-    for name in metrics.METRICS:
-        fn = metrics.metric_function(name)
+    for name in correlation.METRICS:
+        fn = correlation.metric_function(name)
         curve = lambda v: fn(torch.from_numpy(v), r_max, ndim=2, phase=1).average.mean(0)  # noqa: E731
-        out[name] = float(metrics.error_rate(curve(slices), curve(truth)))
+        out[name] = float(compare.error_rate(curve(slices), curve(truth)))
     return out
 
 
 def error3d(volume: np.ndarray, ref_curves: dict, r_max: int) -> dict[str, float]:
-    fn = {n: metrics.metric_function(n) for n in metrics.METRICS}
-    return {n: float(metrics.error_rate(fn[n](torch.from_numpy(volume), r_max, ndim=3, phase=1).average, ref_curves[n]))
-            for n in metrics.METRICS}
+    fn = {n: correlation.metric_function(n) for n in correlation.METRICS}
+    return {n: float(compare.error_rate(fn[n](torch.from_numpy(volume), r_max, ndim=3, phase=1).average, ref_curves[n]))
+            for n in correlation.METRICS}
 
 
 def continuity(volume: np.ndarray, face: np.ndarray) -> dict[str, list[float]]:

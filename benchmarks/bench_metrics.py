@@ -5,7 +5,10 @@
 import pytest
 import torch
 
-from micro3diff import _ext, metrics, synth
+from micro3diff import _ext
+from micro3diff.synth import generators as synth
+
+from micro3diff.metrics import correlation
 
 
 @pytest.fixture(scope="module", params=[64, 128])
@@ -17,7 +20,7 @@ def volume(request):
 @pytest.mark.parametrize("periodic", [False, True])
 def test_two_point(benchmark, volume, periodic):
     benchmark.group = f"S2 {volume.shape[0]}^3"
-    benchmark(metrics.two_point, volume, periodic=periodic)
+    benchmark(correlation.two_point, volume, periodic=periodic)
 
 
 @pytest.mark.parametrize("ops", ["compiled", "reference"])
@@ -26,4 +29,4 @@ def test_lineal_path(benchmark, monkeypatch, volume, ops):
         pytest.skip("compiled CPU kernels not built")
     monkeypatch.setenv("M3D_OPS", ops)
     benchmark.group = f"L(z) {volume.shape[0]}^3"
-    benchmark(metrics.lineal_path, volume)
+    benchmark(correlation.lineal_path, volume)

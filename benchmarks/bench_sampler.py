@@ -6,8 +6,8 @@ import pytest
 
 from _bench import random_unet
 from micro3diff import _ext
-from micro3diff.sampler import sample_volume
-from micro3diff.schedule import NoiseSchedule
+from micro3diff.diffusion.sampler import sample_volume
+from micro3diff.diffusion.schedule import NoiseSchedule
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@
     PYTHONPATH=. python benchmarks/beyond_paper.py measure             # sample, measure, write the JSON
 
 train:   an anisotropic material (overlapping ellipsoids, semi-axes 12, 4, 4 along D) sliced into the three
-         stacks the sampler's per-plane models see (micro3diff.planes.plane_stack), one tiny per-plane model
-         each (``m3d train STACK --plane P --no-augment``); a 3-phase material (micro3diff.synth.multiphase)
+         stacks the sampler's per-plane models see (micro3diff.axes.plane_stack), one tiny per-plane model
+         each (``m3d train STACK --plane P --no-augment``); a 3-phase material (micro3diff.synth.generators.multiphase)
          with ``m3d train --phases 3 --axis all``. 32^2 crops, tiny preset, --threads 1, each run stopped
          after --minutes (its newest checkpoint is used).
 measure: 1 any size: shipped ``spheres`` model, 48 x 48 x 144 volume with --max-batch, drift of S2 / L
@@ -28,9 +28,12 @@ from pathlib import Path
 import numpy as np
 
 import _bench
-from micro3diff import drift, planes, synth
-from micro3diff.io import read_array, write_array, write_json
-from micro3diff.vti import read_vti
+from micro3diff import axes
+from micro3diff.io.arrays import read_array, write_array
+from micro3diff.io.files import write_json
+from micro3diff.io.vti import read_vti
+from micro3diff.metrics import correlation, drift
+from micro3diff.synth import generators as synth
 
 ROOT = _bench.REPO / "runs" / "beyond"
 TRAIN = ["--preset", "tiny", "--image-size", "32", "--lr", "1e-3", "--warmup", "50", "--save-every", "50",
@@ -55,17 +58,17 @@ def make_data() -> dict[str, Path]:
     if not paths["multi"].exists():
         write_array(paths["multi"], synth.multiphase((96, 96, 96), **MULTI, seed=1).array)
     aniso = read_array(paths["aniso"])
-    for p in planes.PLANES:
+    for p in axes.PLANES:
         paths[p] = ROOT / f"aniso_{p}.npy"
         if not paths[p].exists():
-            write_array(paths[p], planes.plane_stack(aniso, p))
+            write_array(paths[p], axes.plane_stack(aniso, p))
     return paths
 
 
 def train(minutes: float) -> None:
     """The four tiny trainings side by side, each stopped after ``minutes``."""
     paths = make_data()
-    runs = [(paths[p], ["--plane", p, "--no-augment"], ROOT / f"run_{p}") for p in planes.PLANES]
+    runs = [(paths[p], ["--plane", p, "--no-augment"], ROOT / f"run_{p}") for p in axes.PLANES]
     runs.append((paths["multi"], ["--phases", "3", "--axis", "all"], ROOT / "run_multi"))
     procs = []
     for data, extra, out in runs:
@@ -120,7 +123,7 @@ def periodic(count: int = 3) -> dict:
     out["reference_periodic_box"] = mean_seam([synth.spheres((48, 48, 48), seed=s).array for s in range(count)])
     ref = synth.spheres(seed=1).array
     out["reference_crop"] = mean_seam([ref[48 * i:48 * (i + 1), :48, :48] for i in range(count)])
-    out["note"] = ("mean over volumes; per-axis lists in (D, H, W) order; see micro3diff.drift.seam_errors: "
+    out["note"] = ("mean over volumes; per-axis lists in (D, H, W) order; see micro3diff.metrics.drift.seam_errors: "
                    "interface_contrast ~1 = no seam")
     return out
 
@@ -131,24 +134,24 @@ def anisotropic(z: int = 8) -> dict:
     Control: the yz model (needle cross-sections) on every plane, which should lose the elongation.
     """
     ref = read_array(ROOT / "aniso.npy")
-    models = [f"{p}={ROOT / f'run_{p}' / 'model.safetensors'}" for p in planes.PLANES]
+    models = [f"{p}={ROOT / f'run_{p}' / 'model.safetensors'}" for p in axes.PLANES]
     out = ROOT / "aniso_samples"
     vols = np.stack(sample(out, "--models", ",".join(models), "--size", "48", count=2))
 
     def stats(v: np.ndarray) -> dict:
-        lp = planes.axis_lineal_path(v, z, phase=1)
+        lp = correlation.axis_lineal_path(v, z, phase=1)
         return {"volume_fraction": float((v == 1).mean()), f"L{z}_per_axis_DHW": lp,
                 "ratio_long_over_short": lp[0] / (0.5 * (lp[1] + lp[2]))}
 
     control = sample(ROOT / "aniso_control", ROOT / "run_yz" / "model.safetensors", "--size", "48")[0]
     return {"semi_axes_DHW": list(ANISO_AXES), "z": z, "reference": stats(ref), "generated": stats(vols),
             "control_yz_model_on_every_plane": stats(control),
-            "seconds": seconds(out), "training_steps": {p: _steps(ROOT / f"run_{p}") for p in planes.PLANES}}
+            "seconds": seconds(out), "training_steps": {p: _steps(ROOT / f"run_{p}") for p in axes.PLANES}}
 
 
 def multiphase() -> dict:
     """3-phase model -> 2 volumes 48^3; per-phase volume fractions and S2 error (report.evaluate) vs reference."""
-    from micro3diff import report
+    from micro3diff.metrics import report
 
     ref = read_array(ROOT / "multiphase.npy")
     out = ROOT / "multi_samples"

@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 
 import _bench
-from micro3diff import metrics
-from micro3diff.io import read_array
+from micro3diff import phases
+from micro3diff.io.arrays import read_array
+from micro3diff.metrics import compare, correlation, protocol
 
 
 def summary(errors: torch.Tensor) -> dict:
-    return {**_bench.summary(errors), "median": float(errors.median())}
+    return {**protocol.summary(errors), "median": float(errors.median())}
 
 
 def main() -> None:
@@ -30,22 +31,22 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=256)
     parser.add_argument("--shuffles", type=int, default=8)
     args = parser.parse_args()
-    image = metrics.binarize(read_array(args.data))
+    image = phases.binarize(read_array(args.data))
     r_max, size = args.crop // 2, (args.crop, args.crop)
     tiles = image.unfold(0, args.crop, args.crop).unfold(1, args.crop, args.crop).reshape(-1, *size)
     result = {}
-    for name in metrics.METRICS:
-        fn = metrics.metric_function(name)
+    for name in correlation.METRICS:
+        fn = correlation.metric_function(name)
         ref = fn(image, r_max)
-        floor = metrics.natural_variability_floor(image, size, name, r_max, n_crops=args.crops, seed=0)
+        floor = compare.natural_variability_floor(image, size, name, r_max, n_crops=args.crops, seed=0)
         tile_curves = fn(tiles, r_max, ndim=2).average
-        shuffles = [metrics.shuffled_baseline(image, name, r_max, seed=s) for s in range(args.shuffles)]
+        shuffles = [compare.shuffled_baseline(image, name, r_max, seed=s) for s in range(args.shuffles)]
         result[name] = {
             "reference": [float(v) for v in ref.average],
             "floor_random_crops": {**summary(floor.errors),
-                                   "error_of_mean_curve": float(metrics.error_rate(floor.curves.mean(0), ref.average))},
-            "floor_tiles": {**summary(metrics.error_rate(tile_curves, ref.average)),
-                            "error_of_mean_curve": float(metrics.error_rate(tile_curves.mean(0), ref.average))},
+                                   "error_of_mean_curve": float(compare.error_rate(floor.curves.mean(0), ref.average))},
+            "floor_tiles": {**summary(compare.error_rate(tile_curves, ref.average)),
+                            "error_of_mean_curve": float(compare.error_rate(tile_curves.mean(0), ref.average))},
             "shuffled_baseline": summary(torch.cat([b.errors for b in shuffles])),
         }
         fl, base = result[name]["floor_random_crops"], result[name]["shuffled_baseline"]
@@ -54,7 +55,7 @@ def main() -> None:
               f"shuffled baseline {base['mean']:.2f} ± {base['std']:.2f} %")
     _bench.write_result(args.out or _bench.RESULTS / "carbonate_floor.json", {
         "data": {"file": args.data.name, "sha256": hashlib.sha256(args.data.read_bytes()).hexdigest(),
-                 "shape": list(image.shape), "volume_fraction": float(metrics.volume_fraction(image))},
+                 "shape": list(image.shape), "volume_fraction": float(correlation.volume_fraction(image))},
         "settings": {"crop": args.crop, "random_crops": args.crops, "crop_seed": 0, "shuffle_seeds": args.shuffles,
                      "r_max": r_max, "periodic": False, "phase": 1,
                      "error_rate": "eq. 24 on the radial S2 / axis-mean L curve, r = 0..r_max"},

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import _bench
-from micro3diff.unet import UNET_PRESETS, UNet
+from micro3diff.diffusion.unet import UNET_PRESETS, UNet
 
 
 def _best(fn, repeats: int) -> float:

@@ -33,12 +33,16 @@ import torch
 
 import _bench
 import fused_step_report
-from micro3diff import _ext, metrics, synth
-from micro3diff.checkpoint import load_checkpoint
-from micro3diff.fast import SamplerOptions
-from micro3diff.io import provenance
-from micro3diff.sampler import PRESETS, sample_volume, to_phases
-from micro3diff.schedule import NoiseSchedule
+from micro3diff import _ext, phases
+from micro3diff.diffusion.network import SamplerOptions
+from micro3diff.diffusion.sampler import sample_volume
+from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.settings import PRESETS
+from micro3diff.io.checkpoint import load_checkpoint
+from micro3diff.io.files import provenance
+from micro3diff.metrics import compare, correlation
+from micro3diff.phases import to_phases
+from micro3diff.synth import generators as synth
 
 PARTS = ("env", "speed", "throughput", "maxsize", "fused", "quality")
 TARGETS = {"speedup_paper_64": 3.0, "unet_share": 0.97, "fused_of_copy_256": 0.8, "paper_64_paper_preset_s": 180.0}
@@ -232,11 +236,11 @@ def part_fused(device: torch.device, sizes: Sizes, args) -> dict:
 def part_quality(device: torch.device, sizes: Sizes, args) -> dict:
     ckpt = load_checkpoint(sizes.quality_model, device)
     side = sizes.quality_side or int(ckpt.data.get("image_size", 64))
-    ref = metrics.binarize(torch.from_numpy(synth.spheres(sizes.reference_shape, seed=1).array))
+    ref = phases.binarize(torch.from_numpy(synth.spheres(sizes.reference_shape, seed=1).array))
     r = sizes.r_max
-    curves = {m: metrics.metric_function(m)(ref, r).average for m in metrics.METRICS}
-    floors = {m: metrics.natural_variability_floor(ref, (side,) * 3, m, r, n_crops=8, seed=0).errors for m in curves}
-    base = {m: float(metrics.shuffled_baseline(ref, m, r, seed=0).errors[0]) for m in curves}
+    curves = {m: correlation.metric_function(m)(ref, r).average for m in correlation.METRICS}
+    floors = {m: compare.natural_variability_floor(ref, (side,) * 3, m, r, n_crops=8, seed=0).errors for m in curves}
+    base = {m: float(compare.shuffled_baseline(ref, m, r, seed=0).errors[0]) for m in curves}
     schedule = NoiseSchedule(ckpt.schedule)
     runs = [(p, "fast_path") for p in sizes.quality_presets] + [("fast", "fp32_reference")]
     rows = []
@@ -249,7 +253,7 @@ def part_quality(device: torch.device, sizes: Sizes, args) -> dict:
         row = {"preset": preset, "mode": mode, "nfe": res.nfe, "seconds": time.perf_counter() - t0,
                "volume_fraction": float(vols.float().mean())}
         for m, ref_curve in curves.items():
-            err = metrics.error_rate(metrics.metric_function(m)(vols, r, ndim=3).average, ref_curve)
+            err = compare.error_rate(correlation.metric_function(m)(vols, r, ndim=3).average, ref_curve)
             row[m] = {"mean": float(err.mean()), "per_volume": err.tolist()}
         rows.append(row)
         print(f"  {preset:>8} {mode:>14}: S2 {row['two_point']['mean']:.2f} %, L {row['lineal_path']['mean']:.2f} % "

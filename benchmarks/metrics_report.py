@@ -4,7 +4,7 @@ Estimators compared (both on a periodic overlapping-spheres volume, R = 6, phi =
 
 * S2: PoreSpy ``metrics.two_point_correlation`` zero-pads to 2n, divides the FFT autocorrelation by
   the pair count of every lag vector and averages over radial bins. Given bins centred on the integers
-  (edges k - 1/2) it is the same estimator as ``micro3diff.metrics.two_point(...).average`` (non-periodic,
+  (edges k - 1/2) it is the same estimator as ``micro3diff.metrics.correlation.two_point(...).average`` (non-periodic,
   rounded-|r| bins), so the curves must agree to float rounding.
 * L(z): PoreSpy has no Torquato lineal path. Its ``metrics.lineal_path_distribution`` histograms
   ``filters.distance_transform_lin(mode="forward")``, whose value at a phase voxel is the length of the
@@ -29,7 +29,9 @@ import numpy as np
 import torch
 
 import _bench
-from micro3diff import _ext, metrics, reference, synth
+from micro3diff import _ext, reference
+from micro3diff.metrics import correlation
+from micro3diff.synth import generators as synth
 
 RADIUS, PHI = 6.0, 0.6
 
@@ -54,11 +56,11 @@ def measure(ps, n: int) -> dict:
     slow = 1 if n >= 256 else 3  # PoreSpy's S2 at 256^3 takes minutes
     noise = torch.rand(n, n, n, generator=torch.Generator().manual_seed(0)) < PHI
     t = _bench.interleaved({
-        "s2": lambda: metrics.two_point(x, r_max),
-        "s2_periodic": lambda: metrics.two_point(x, r_max, periodic=True),
+        "s2": lambda: correlation.two_point(x, r_max),
+        "s2_periodic": lambda: correlation.two_point(x, r_max, periodic=True),
         "ps_s2": lambda: ps.metrics.two_point_correlation(im, bins=np.arange(r_max + 2) - 0.5),
-        "lp": lambda: metrics.lineal_path(x, r_max),
-        "lp_noise": lambda: metrics.lineal_path(noise, r_max),
+        "lp": lambda: correlation.lineal_path(x, r_max),
+        "lp_noise": lambda: correlation.lineal_path(noise, r_max),
         "lp_twin": lambda: reference.lineal_path(x[None], r_max, False),
         "ps_lp": lambda: porespy_lineal_path(ps, im, r_max),
     }, {"s2": 3, "s2_periodic": 3, "ps_s2": slow, "lp": 9, "lp_noise": 9, "lp_twin": 1, "ps_lp": 3}, warmup=False)
@@ -111,7 +113,7 @@ def main() -> None:
     _bench.write_result(args.out or _bench.RESULTS / "metrics_cpu.json", {
         "benchmark": "S2 and Torquato L(z), micro3diff compiled CPU vs PoreSpy",
         "porespy_versions": {p: version(p) for p in ("porespy", "scipy", "numba")},
-        "structure": f"periodic overlapping spheres (micro3diff.synth), R = {RADIUS}, phi = {PHI}, seed 0; "
+        "structure": f"periodic overlapping spheres (micro3diff.synth.generators), R = {RADIUS}, phi = {PHI}, seed 0; "
                      "L also on i.i.d. voxels (phi 0.6), the worst case for run lengths",
         "estimators": {
             "two_point": "both: non-periodic, zero-padded FFT autocorrelation / pair count per lag vector, mean "

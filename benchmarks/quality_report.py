@@ -28,14 +28,16 @@ from pathlib import Path
 import torch
 
 import _bench
-import reproduce_paper as rp  # the cases, references and the per-metric evaluation
-from micro3diff import metrics
-from micro3diff.checkpoint import load_checkpoint, resolve
-from micro3diff.fast import SamplerOptions
-from micro3diff.io import provenance, write_json
-from micro3diff.sample2d import sample_images, to_labels
-from micro3diff.sampler import sample_volume, sampler_settings
-from micro3diff.schedule import NoiseSchedule
+from _cases import CASES, reference_images
+from micro3diff.diffusion.network import SamplerOptions
+from micro3diff.diffusion.sample2d import sample_images
+from micro3diff.diffusion.sampler import sample_volume
+from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.settings import sampler_settings
+from micro3diff.io.checkpoint import load_checkpoint, resolve
+from micro3diff.io.files import provenance, write_json
+from micro3diff.metrics import correlation, protocol
+from micro3diff.phases import to_phases
 
 
 def parse_setting(spec: str) -> dict:
@@ -56,30 +58,11 @@ def parse_setting(spec: str) -> dict:
     return out
 
 
-def _images_eval(ref: torch.Tensor, gen: torch.Tensor, name: str, r_max: int, a) -> dict:
-    """2D samples (N, S, S) vs 2D reference images: per-image errors, floor of real images of the same size."""
-    fn = metrics.metric_function(name)
-    ref_curve = fn(ref, r_max, ndim=2).average.mean(dim=0)
-    curves = fn(gen, r_max, ndim=2).average
-    size = tuple(gen.shape[1:])
-    if tuple(ref.shape[1:]) == size:
-        idx = torch.randperm(ref.shape[0], generator=torch.Generator().manual_seed(a.seed))[:a.crops]
-        real = ref[idx]
-    else:
-        real = torch.cat([metrics.random_crops(ref[i % ref.shape[0]], size, 1, seed=a.seed + i) for i in range(a.crops)])
-    floor = metrics.error_rate(fn(real, r_max, ndim=2).average, ref_curve)
-    shuffled = ref.flatten(1)[:, torch.randperm(ref[0].numel(), generator=torch.Generator().manual_seed(a.seed))]
-    base = fn(shuffled.view_as(ref), r_max, ndim=2).average.mean(dim=0)
-    return {"error_per_volume": _bench.summary(metrics.error_rate(curves, ref_curve)),
-            "error_of_mean_curve": float(metrics.error_rate(curves.mean(dim=0), ref_curve)),
-            "floor_volume": _bench.summary(floor), "shuffled": float(metrics.error_rate(base, ref_curve))}
-
-
 def run_row(case: str, model: str, spec: str, a) -> dict:
     ckpt = load_checkpoint(model, a.device)
     sched = NoiseSchedule(ckpt.schedule)
     st = parse_setting(spec)
-    ref = rp.reference_images(case, a)
+    ref = reference_images(case, a)
     phi_ref = float(ref.double().mean())
     vf = [phi_ref] if st["vf"] else None
     prior = ckpt.prior if st["prior"] else None
@@ -91,7 +74,7 @@ def run_row(case: str, model: str, spec: str, a) -> dict:
         imgs = sample_images(ckpt.model, sched, a.count, a.size, cfg.steps, seed=a.seed, device=a.device,
                              method=cfg.method, eta=cfg.eta, prior=prior)
         seconds.append((time.perf_counter() - t0) / a.count)
-        gen = torch.from_numpy(to_labels(imgs))
+        gen = to_phases(imgs).cpu()
         nfe = cfg.steps
     else:
         for i in range(a.count):
@@ -104,22 +87,24 @@ def run_row(case: str, model: str, spec: str, a) -> dict:
                   f"{res.seconds:.1f} s", flush=True)
         gen = torch.stack(labels)
         nfe = res.nfe
-    mode = "2d-model" if a.two_d else rp.CASES[case]["mode"]
+    mode = "2d-model" if a.two_d else CASES[case]["mode"]
     r_max = min(gen.shape[1:]) // 2
     row = {"case": case, "model": model, "model_sha256": ckpt.sha256[:16], "schedule": ckpt.schedule.__dict__,
            "training_step": ckpt.training.get("step"), "setting": spec, "mode": mode, "size": a.size,
-           "count": a.count, "seed": a.seed, "nfe": nfe, "seconds_per_volume": _bench.summary(torch.tensor(seconds)),
+           "count": a.count, "seed": a.seed, "nfe": nfe, "seconds_per_volume": protocol.summary(torch.tensor(seconds)),
            "threads": torch.get_num_threads(), "phi_reference": phi_ref,
-           "phi_generated": _bench.summary(gen.flatten(1).double().mean(1)), "metrics": {}}
-    for name in metrics.METRICS:
+           "phi_generated": protocol.summary(gen.flatten(1).double().mean(1)), "metrics": {}}
+    for name in correlation.METRICS:
         if a.two_d:
-            m = _images_eval(ref, gen, name, r_max, a)  # a 3D reference: its slices along the first axis
+            # a 3D reference: its slices along the first axis
+            m = protocol.evaluate_images(ref, gen, name, r_max, crops=a.crops, seed=a.seed)
         elif mode == "3d":
-            m = rp._evaluate_3d(ref, gen, name, r_max, a)
+            m = protocol.evaluate_3d(ref, gen, name, r_max, crops=a.crops, seed=a.seed)
         else:
-            m = rp._evaluate_2d(ref, gen, name, r_max, a)
+            m = protocol.evaluate_planes(ref, gen, name, r_max, crops=a.crops, floor_repeats=a.floor_repeats,
+                                         seed=a.seed)
         keep = ("error_per_volume", "error_of_mean_curve", "floor_volume", "shuffled")
-        row["metrics"][name] = {k: m[k] for k in keep} | {"paper": rp.CASES[case]["paper"][name]}
+        row["metrics"][name] = {k: m[k] for k in keep} | {"paper": CASES[case]["paper"][name]}
     return row
 
 
@@ -132,7 +117,7 @@ def write_md(rows: list[dict], results: Path) -> None:
              "Written by `benchmarks/quality_report.py` from `quality.json`. Per-volume errors are mean ± sd over "
              "volumes; *floor* is the per-volume error of real data of the same size (natural variability); "
              "*shuffled*: the reference's voxels permuted (right phi, no structure); *x floor*: per-volume error / "
-             "floor mean. Target (issue 11): phi within ±0.02, per-volume error <= max(1.5 x floor, paper).", "",
+             "floor mean. Target: phi within ±0.02, per-volume error <= max(1.5 x floor, paper).", "",
              "| case | mode | model (step) | setting | size x n | calls | s / vol | phi gen (ref) | S2 per vol | "
              "S2 mean curve | S2 floor | S2 x floor | S2 shuffled | L per vol | L mean curve | L floor | L x floor | "
              "L shuffled |", "|" + "---|" * 18]
@@ -141,7 +126,7 @@ def write_md(rows: list[dict], results: Path) -> None:
                  f"{r['schedule']['kind']}/{r['schedule'].get('prediction', 'eps')})", r["setting"],
                  f"{r['size']} x {r['count']}", str(r["nfe"]), f"{r['seconds_per_volume']['mean']:.1f}",
                  f"{r['phi_generated']['mean']:.3f} ± {r['phi_generated']['std']:.3f} ({r['phi_reference']:.3f})"]
-        for name in metrics.METRICS:
+        for name in correlation.METRICS:
             m = r["metrics"][name]
             e, f = m["error_per_volume"], m["floor_volume"]
             cells += [f"{e['mean']:.1f} ± {e['std']:.1f}", f"{m['error_of_mean_curve']:.1f}",
@@ -181,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
             model = a.models.format(case=case)
             sha = hashlib.sha256(resolve(model).read_bytes()).hexdigest()[:16]
             probe = {"case": case, "model_sha256": sha, "setting": spec, "mode": "2d-model" if a.two_d else
-                     rp.CASES[case]["mode"], "size": a.size, "count": a.count, "seed": a.seed}
+                     CASES[case]["mode"], "size": a.size, "count": a.count, "seed": a.seed}
             if any(key(r) == key(probe) for r in rows) and not a.redo:
                 print(f"skip {key(probe)} (in quality.json; --redo to rerun)")
                 continue

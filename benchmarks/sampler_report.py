@@ -11,8 +11,9 @@ import torch
 
 import _bench
 from micro3diff import _ext
-from micro3diff.sampler import sample_volume, sampler_settings
-from micro3diff.schedule import NoiseSchedule
+from micro3diff.diffusion.sampler import sample_volume
+from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.settings import sampler_settings
 
 
 def main() -> None:

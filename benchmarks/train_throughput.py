@@ -1,4 +1,4 @@
-"""Training throughput (images/s) of ``micro3diff.train.train`` per preset, measured by the training loop itself.
+"""Training throughput (images/s) of ``micro3diff.training.loop.train`` per preset, measured by the training loop itself.
 
 Runs the real loop (data crops, forward, backward, AdamW, EMA; checkpoints off until the end) on a synthetic
 binary volume and reports the images/s of the log windows after the first (warm-up) one.
@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 import _bench
-from micro3diff.data import DataConfig
-from micro3diff.train import make_config, train
-from micro3diff.unet import UNet
+from micro3diff.diffusion.unet import UNet
+from micro3diff.training.config import make_config
+from micro3diff.training.data import DataConfig
+from micro3diff.training.loop import train
 
 
 def measure(preset: str, size: int, batch: int | None, windows: int, window: int, device: str, tmp: Path,

@@ -27,10 +27,10 @@ import torch
 
 import _bench
 import quality_report
-import micro3diff.sampler as sampler_module
-from micro3diff.checkpoint import load_checkpoint
-from micro3diff.schedule import NoiseSchedule
-from micro3diff.volume_fraction import _offsets_binary
+import micro3diff.diffusion.sampler as sampler_module
+from micro3diff.io.checkpoint import load_checkpoint
+from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.volume_fraction import _offsets_binary
 
 RULES = ("quantile", "mean", "blend", "moment", "moment+q")
 

@@ -67,24 +67,20 @@ M3D_HD float fsqrt(float a) {
   return std::sqrt(a);
 #endif
 }
-M3D_HD uint32_t as_uint(float f) {
+// Bit casts between float and uint32_t: the intrinsics on the device, memcpy on the host.
 #ifdef __CUDA_ARCH__
-  return __float_as_uint(f);
+M3D_HD uint32_t as_uint(float f) { return __float_as_uint(f); }
+M3D_HD float as_float(uint32_t u) { return __uint_as_float(u); }
 #else
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-#endif
+template <typename To, typename From>
+M3D_HD To host_bit_cast(From v) {
+  To out;
+  std::memcpy(&out, &v, sizeof out);
+  return out;
 }
-M3D_HD float as_float(uint32_t u) {
-#ifdef __CUDA_ARCH__
-  return __uint_as_float(u);
-#else
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
+M3D_HD uint32_t as_uint(float f) { return host_bit_cast<uint32_t>(f); }
+M3D_HD float as_float(uint32_t u) { return host_bit_cast<float>(u); }
 #endif
-}
 
 // The fused update c_x*x - c_eps*eps + c_z*z (DESIGN.md 1.2), rounded the way the reference twin rounds.
 M3D_HD float affine(float c_x, float x, float c_eps, float eps, float c_z, float z) {

@@ -7,7 +7,7 @@ sampler overwrites the anchored voxels of x_t with the forward-diffused anchor s
 (RePaint, Lugmayr et al. 2022); the harmonization passes give the free voxels time to agree with them, and
 the final x_0 holds the anchors exactly. For serial sections (two or more anchors along one axis) the sampler
 skips the plane of the sections, whose calls see each free slice alone. Anchor images are turned into phases
-by the training images' rules (``data.binary_labels`` with the checkpoint's threshold, or its K phase values).
+by the training images' rules (``phases.binary_labels`` with the checkpoint's threshold, or its K phase values).
 ``point_estimate``: a voxel-by-voxel best guess from several anchored realizations.
 """
 from __future__ import annotations
@@ -56,8 +56,8 @@ def to_labels(image: ImageLike, data: dict, name: str | None = None) -> np.ndarr
 
     ``data``: the checkpoint's ``data`` (``threshold``; ``phases`` and ``phase_values`` for K phases).
     """
-    from .data import binary_labels, parse_threshold
-    from .io import read_array
+    from .phases import binary_labels, parse_threshold
+    from .io.arrays import read_array
 
     if isinstance(image, (str, os.PathLike)):
         name, image = name or os.fspath(image), read_array(image)

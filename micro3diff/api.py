@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -16,15 +16,15 @@ from .errors import UserError
 
 if TYPE_CHECKING:
     from .anchors import Anchor
-    from .checkpoint import Checkpoint
-    from .report import EvaluationReport
+    from .io.checkpoint import Checkpoint
+    from .metrics.report import EvaluationReport
+    from .sampling import ModelLike
 
-ModelLike = Union[str, os.PathLike, "Checkpoint"]
 
 
 def list_models() -> list[str]:
     """Names of the shipped models (``micro3diff/models/<name>.safetensors``), for ``load_model`` and ``sample``."""
-    from .checkpoint import shipped_models
+    from .io.checkpoint import shipped_models
 
     return shipped_models()
 
@@ -38,7 +38,7 @@ def model_card(name: str) -> dict:
     """
     import re
 
-    from .checkpoint import MODELS_DIR, read_config, resolve
+    from .io.checkpoint import MODELS_DIR, read_config, resolve
 
     data = read_config(resolve(name)).get("data", {})
     card = MODELS_DIR / f"{name}.md"
@@ -59,46 +59,9 @@ def model_card(name: str) -> dict:
 
 def load_model(name_or_path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
     """A checkpoint file or shipped model (by name) as a ``Checkpoint`` (fp32 U-Net in eval mode on ``device``)."""
-    from .checkpoint import load_checkpoint
+    from .io.checkpoint import load_checkpoint
 
     return load_checkpoint(name_or_path, device)
-
-
-def resolve_volume_fraction(spec: str | Sequence[float] | None, ckpt: Checkpoint) -> list[float] | None:
-    """Target phase fractions: "data" (the checkpoint's training fractions; UserError if unrecorded), "auto"
-    ("data" when recorded, else None), None / "off" (no control) or the numbers themselves."""
-    if spec is None or spec == "off" or (spec == "auto" and ckpt.phase_fractions is None):
-        return None
-    if spec in ("data", "auto"):
-        if ckpt.phase_fractions is None:
-            raise UserError(f"{ckpt.path} records no training phase fractions; give volume fractions or off")
-        return ckpt.phase_fractions
-    if isinstance(spec, str):
-        raise UserError(f"volume fraction must be data, auto, off or numbers, got {spec!r}")
-    return [float(v) for v in spec]
-
-
-def plane_checkpoints(model: ModelLike | Mapping[str, ModelLike], device: Any = "cpu") -> dict[str, Checkpoint]:
-    """{plane: Checkpoint} for one model or {"yz", "xz", "xy"} of them, each file loaded once onto ``device``.
-
-    UserError unless every plane is given and all share one noise schedule.
-    """
-    from .checkpoint import Checkpoint
-    from .axes import PLANES
-
-    specs = dict(model) if isinstance(model, Mapping) else dict.fromkeys(PLANES, model)
-    if sorted(specs) != sorted(PLANES):
-        raise UserError(f"per-plane models need exactly the planes {', '.join(PLANES)}, got {', '.join(specs)}")
-    loaded: dict[str, Checkpoint] = {}
-    for spec in specs.values():
-        if isinstance(spec, Checkpoint):
-            spec.model.to(device)
-        elif os.fspath(spec) not in loaded:
-            loaded[os.fspath(spec)] = load_model(spec, device)
-    ckpts = {p: s if isinstance(s, Checkpoint) else loaded[os.fspath(s)] for p, s in specs.items()}
-    if any(c.schedule != ckpts["yz"].schedule for c in ckpts.values()):
-        raise UserError("per-plane models were trained with different noise schedules")
-    return ckpts
 
 
 def sample(model: ModelLike | Mapping[str, ModelLike], shape: int | Sequence[int], n: int = 1, *,
@@ -108,37 +71,28 @@ def sample(model: ModelLike | Mapping[str, ModelLike], shape: int | Sequence[int
     """``n`` volumes of ``shape`` (one side or (D, H, W)) as uint8 phase labels (n, D, H, W).
 
     ``model``: a name, path or ``Checkpoint``, or {"yz", "xz", "xy"} of them. ``volume_fraction``: as
-    ``resolve_volume_fraction`` (default: steer to the training fractions when recorded, like ``m3d sample``),
-    or "anchors" (the anchored voxels' fractions; for serial sections).
-    ``prior``: "standard" (N(0, I)) or "data" (q(x_T) from the training data). ``fast``: the fast path
-    (``SamplerOptions.fast``). ``anchors``: measured slices every volume must contain exactly, as
-    ``micro3diff.anchors.Anchor`` s or (axis, index, image array or file) triples, axis "x" | "y" | "z" (array
-    axis D | H | W); images are phase-mapped like the model's training images. Other keyword arguments go to ``micro3diff.sampler.sample_volume``
-    (steps, n_harmonize, method, eta, max_batch, periodic, ...). Volume i is the CLI's volume i of ``--seed seed``.
+    ``sampling.resolve_volume_fraction`` (default: steer to the training fractions when recorded, like
+    ``m3d sample``), or "anchors" (the anchored voxels' fractions; for serial sections). ``prior``: "standard" (N(0, I)) or "data" (q(x_T) from the training data). ``fast``: the
+    fast path (``SamplerOptions.fast``). ``anchors``: measured slices every volume must contain exactly, as
+    ``micro3diff.anchors.Anchor`` s or (axis, index, image array or file) triples, axis "x" | "y" | "z"
+    (array axis D | H | W); images are phase-mapped like the model's training images. Other keyword arguments
+    are ``SamplerSettings`` fields (steps, n_harmonize, method, eta, max_batch, periodic, ...). Volume i is the
+    CLI's volume i of ``--seed seed``.
     """
-    from . import sampler
-    from .anchors import Anchor, Anchors, anchors_from
-    from .cli._common import pick_device
-    from .schedule import NoiseSchedule
+    from .devices import pick_device
+    from .anchors import Anchor, anchors_from
+    from .diffusion.sampler import sample_volume
+    from .diffusion.schedule import NoiseSchedule
+    from .sampling import plane_checkpoints, run_settings
 
     dev = pick_device(device)
-    plane_ckpts = plane_checkpoints(model, dev)
-    first = plane_ckpts["yz"]
-    if prior not in ("standard", "data"):
-        raise UserError(f"prior must be 'standard' or 'data', got {prior!r}")
+    ckpts = plane_checkpoints(model, dev)
+    first = ckpts["yz"]
     shape3 = (int(shape),) * 3 if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
-    if anchors:
-        given = [a if isinstance(a, Anchor) else anchors_from([a], first.data)[0] for a in anchors]
-        kwargs["anchors"] = Anchors(given, shape3, first.unet.channels)
-    if isinstance(volume_fraction, str) and volume_fraction == "anchors":
-        if not anchors:
-            raise UserError("volume_fraction='anchors' needs anchors")
-        volume_fraction = kwargs["anchors"].phase_fractions
-    res = sampler.sample_volume({p: c.model for p, c in plane_ckpts.items()}, NoiseSchedule(first.schedule),
-                                shape3, n, preset=preset, seed=seed, device=dev,
-                                options=sampler.SamplerOptions.fast(dev) if fast else None,
-                                prior=first.prior if prior == "data" else None,
-                                volume_fraction=resolve_volume_fraction(volume_fraction, first), **kwargs)
+    given = [a if isinstance(a, Anchor) else anchors_from([a], first.data)[0] for a in anchors or ()]
+    settings = run_settings(ckpts, shape3, dev, preset=preset, prior=prior, fast=fast, volume_fraction=volume_fraction,
+                            anchors=given, seed=seed, **kwargs)
+    res = sample_volume({p: c.model for p, c in ckpts.items()}, NoiseSchedule(first.schedule), shape3, n, settings)
     return res.phases.cpu().numpy()
 
 
@@ -149,7 +103,7 @@ def save(path: str | os.PathLike, volume: np.ndarray, voxel_size: float | Sequen
     TIFF: ImageJ z-stack with ``voxel_size`` (one number or (d, h, w), in ``unit``), two phases as 0/255;
     .vti: ``voxel_size`` is the spacing. ``n_phases``: default max label + 1.
     """
-    from .io import write_phases
+    from .io.arrays import write_phases
 
     volume = np.asarray(volume)
     if volume.ndim not in (2, 3) or not np.issubdtype(volume.dtype, np.integer) or volume.min() < 0:
@@ -162,10 +116,10 @@ def evaluate(volumes: np.ndarray | Sequence[np.ndarray], reference: np.ndarray |
              **kwargs: Any) -> EvaluationReport:
     """S2 and L(z) of ``volumes`` ((n, D, H, W) or a list of (D, H, W)) against ``reference`` (an array or a file).
 
-    Keyword arguments as ``micro3diff.report.evaluate`` (mode, r_max, periodic, phase, threshold, n_crops, seed).
+    Keyword arguments as ``micro3diff.metrics.report.evaluate`` (mode, r_max, periodic, phase, threshold, n_crops, seed).
     """
-    from .io import read_array
-    from .report import evaluate as evaluate_report
+    from .io.arrays import read_array
+    from .metrics.report import evaluate as evaluate_report
 
     ref = read_array(reference) if isinstance(reference, (str, os.PathLike)) else np.asarray(reference)
     return evaluate_report(list(volumes), ref, **kwargs)

@@ -46,9 +46,9 @@ class Spy(torch.nn.Module):
 @pytest.fixture(scope="session")
 def ckpt(tmp_path_factory):
     """Untrained tiny binary checkpoint (divisor 4) recorded as trained on 8^2 crops."""
-    from micro3diff.checkpoint import save_checkpoint
-    from micro3diff.schedule import ScheduleConfig
-    from micro3diff.unet import UNET_PRESETS, UNet
+    from micro3diff.io.checkpoint import save_checkpoint
+    from micro3diff.diffusion.schedule import ScheduleConfig
+    from micro3diff.diffusion.unet import UNET_PRESETS, UNet
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save_checkpoint(path, UNet(UNET_PRESETS["tiny"]).state_dict(), UNET_PRESETS["tiny"], ScheduleConfig(),

@@ -7,7 +7,8 @@ from micro3diff import api
 from micro3diff.anchors import (Anchor, Anchors, anchors_from, parse_anchor, parse_stack, point_estimate,
                                 stack_anchors, to_labels)
 from micro3diff.errors import UserError
-from micro3diff.sampler import iter_sample_volume, sample_volume
+from micro3diff.diffusion.sampler import iter_sample_volume, sample_volume
+from micro3diff.diffusion.settings import SamplerSettings
 from test_sampler import SCHEDULE, ConstantOracle, GaussianOracle
 
 BINARY = {"phases": 2, "threshold": None}
@@ -52,16 +53,16 @@ def test_sections_skip_their_plane_and_still_carry_the_anchors():
     assert sections.skip == "yz"
     assert Anchors([Anchor("x", 0, pattern(8, 8))], shape, 1).skip is None
     assert Anchors([Anchor("x", i, pattern(8, 8)) for i in (0, 4)], shape, 1, skip_parallel=False).skip is None
-    planes = [r.plane for r in iter_sample_volume(ConstantOracle(1.0), SCHEDULE, shape, 1, steps=30, n_harmonize=1,
-                                                  seed=3, anchors=sections)]
+    planes = [r.plane for r in iter_sample_volume(ConstantOracle(1.0), SCHEDULE, shape, 1, SamplerSettings.make(
+        steps=30, n_harmonize=1, seed=3, anchors=sections))]
     assert set(planes) == {"xz", "xy"} and planes[:4] in (["xz", "xy", "xz", "xy"], ["xy", "xz", "xy", "xz"])
     out = sample_volume(ConstantOracle(1.0), SCHEDULE, shape, 2, steps=100, n_harmonize=10, seed=3, anchors=sections)
     assert (out.volume - 1).abs().max().item() < 0.05
     assert torch.equal(out.volume[:, 0, [0, 7]], torch.ones(2, 2, 8, 8))
     two = Anchors([Anchor("x", 0, pattern(8, 8)), Anchor("z", 0, pattern(8, 8))], shape, 1)
     assert two.skip is None
-    planes = [r.plane for r in iter_sample_volume(GaussianOracle(0.5), SCHEDULE, shape, 1, steps=6, n_harmonize=1,
-                                                  anchors=two)]
+    planes = [r.plane for r in iter_sample_volume(GaussianOracle(0.5), SCHEDULE, shape, 1, SamplerSettings.make(
+        steps=6, n_harmonize=1, anchors=two))]
     assert planes == ["yz", "xz", "xy", "yz", "xz", "xy"]
 
 

@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from micro3diff.checkpoint import read_config
 from micro3diff.cli import main
-from micro3diff.data import DataConfig
-from micro3diff.io import write_json
-from micro3diff.train import make_config
+from micro3diff.io.checkpoint import read_config
+from micro3diff.io.files import write_json
+from micro3diff.training.config import make_config
+from micro3diff.training.data import DataConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -307,7 +307,7 @@ def test_reference_smaller_than_the_samples_is_said_plainly(tmp_path):
 
 
 def test_non_finite_volume_is_not_written(ckpt, tmp_path, monkeypatch):
-    from micro3diff import sampler
+    from micro3diff.diffusion import sampler
 
     real = sampler.sample_volume
 

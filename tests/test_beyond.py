@@ -6,13 +6,17 @@ import pytest
 from click.testing import CliRunner, Result
 
 from conftest import Spy
-from micro3diff import drift, planes, synth
+from micro3diff import axes
+from micro3diff.axes import PLANES
 from micro3diff.cli import main
+from micro3diff.diffusion.sampler import iter_sample_volume
+from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.settings import SamplerSettings
 from micro3diff.errors import UserError
-from micro3diff.io import read_array
-from micro3diff.sampler import PLANES, iter_sample_volume
-from micro3diff.schedule import NoiseSchedule
-from micro3diff.vti import read_vti
+from micro3diff.io.arrays import read_array
+from micro3diff.io.vti import read_vti
+from micro3diff.metrics import correlation, drift
+from micro3diff.synth import generators as synth
 
 FAST = ["--steps", "3", "--harmonize", "2"]
 
@@ -95,28 +99,29 @@ def test_seam_errors_small_without_seam_large_with_one():
 
 
 def test_each_plane_model_sees_its_plane_as_plane_stack_cuts_it():
-    """Per-plane spies: model p gets only plane p's slices, oriented as planes.plane_stack cuts the volume."""
+    """Per-plane spies: model p gets only plane p's slices, oriented as axes.plane_stack cuts the volume."""
     spies = {p: Spy() for p in PLANES}
-    records = [r.x[0, 0].clone() for r in iter_sample_volume(spies, NoiseSchedule(), (4, 6, 8), steps=5, n_harmonize=1)]
+    records = [r.x[0, 0].clone() for r in iter_sample_volume(spies, NoiseSchedule(), (4, 6, 8), 1,
+                                                                   SamplerSettings.make(steps=5, n_harmonize=1))]
     assert [len(spies[p].inputs) for p in PLANES] == [2, 2, 1]
     for step in range(5):  # step i uses plane i % 3
         plane = PLANES[step % 3]
         inp = spies[plane].inputs[step // 3]
-        assert inp.shape[1] == 1 and inp.shape[2:] == planes.plane_stack(np.zeros((4, 6, 8)), plane).shape[1:]
+        assert inp.shape[1] == 1 and inp.shape[2:] == axes.plane_stack(np.zeros((4, 6, 8)), plane).shape[1:]
         if step:
-            expected = planes.plane_stack(records[step - 1].numpy(), plane)
+            expected = axes.plane_stack(records[step - 1].numpy(), plane)
             np.testing.assert_array_equal(inp[:, 0].numpy(), expected)
 
 
 def test_plane_stack_and_axis_lineal_path_show_needles():
     needles = synth.ellipsoids((24, 24, 24), (8.0, 2.0, 2.0), 0.2, seed=0).array
-    assert planes.plane_stack(needles, "xz").shape == (24, 24, 24)
-    np.testing.assert_array_equal(planes.plane_stack(needles, "xz")[3], needles[:, 3, :].T)
-    np.testing.assert_array_equal(planes.plane_stack(needles, "xy")[5], needles[:, :, 5])
-    along_d, along_h, along_w = planes.axis_lineal_path(needles, 6, phase=1)
+    assert axes.plane_stack(needles, "xz").shape == (24, 24, 24)
+    np.testing.assert_array_equal(axes.plane_stack(needles, "xz")[3], needles[:, 3, :].T)
+    np.testing.assert_array_equal(axes.plane_stack(needles, "xy")[5], needles[:, :, 5])
+    along_d, along_h, along_w = correlation.axis_lineal_path(needles, 6, phase=1)
     assert along_d > 3 * max(along_h, along_w)
     with pytest.raises(UserError):
-        planes.plane_stack(needles, "zz")
+        axes.plane_stack(needles, "zz")
 
 
 # --- 4. multiphase ----------------------------------------------------------------------------------

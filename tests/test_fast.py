@@ -1,15 +1,16 @@
-"""Sampler fast path (micro3diff.fast): the reference volume where it must be; CUDA features skipped off CUDA."""
+"""Sampler fast path (micro3diff.diffusion.network): the reference volume where it must be; CUDA features skipped off CUDA."""
 import dataclasses
 
 import pytest
 import torch
 from torch import nn
 
+from micro3diff.diffusion.network import SamplerOptions
+from micro3diff.diffusion.sampler import iter_sample_volume, sample_volume
+from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.settings import SamplerSettings
+from micro3diff.diffusion.unet import UNET_PRESETS, UNet
 from micro3diff.errors import UserError
-from micro3diff.fast import SamplerOptions
-from micro3diff.sampler import iter_sample_volume, sample_volume
-from micro3diff.schedule import NoiseSchedule
-from micro3diff.unet import UNET_PRESETS, UNet
 
 SCHEDULE = NoiseSchedule()
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -67,8 +68,8 @@ def test_channels_last_on_cpu_close_to_reference_and_weights_restored():
 def test_weights_restored_when_the_generator_is_closed_early():
     model = tiny_unet()
     before = snapshot(model)
-    it = iter_sample_volume(model, SCHEDULE, (8, 8, 8), steps=5, n_harmonize=1,
-                            options=SamplerOptions(channels_last=True))
+    it = iter_sample_volume(model, SCHEDULE, (8, 8, 8), 1, SamplerSettings.make(
+        steps=5, n_harmonize=1, options=SamplerOptions(channels_last=True)))
     next(it)
     assert model.init_conv.weight.is_contiguous(memory_format=torch.channels_last)
     it.close()
@@ -117,9 +118,9 @@ def test_cli_fast_flag_on_cpu_same_volume(tmp_path):
     import numpy as np
     from click.testing import CliRunner
 
-    from micro3diff.checkpoint import save_checkpoint
+    from micro3diff.io.checkpoint import save_checkpoint
     from micro3diff.cli import main
-    from micro3diff.schedule import ScheduleConfig
+    from micro3diff.diffusion.schedule import ScheduleConfig
 
     ckpt = tmp_path / "tiny.safetensors"
     save_checkpoint(ckpt, tiny_unet().state_dict(), UNET_PRESETS["tiny"], ScheduleConfig(),

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from micro3diff import _ext, metrics, ops, reference, sampler
+from micro3diff import _ext, ops, reference
+
+from micro3diff import axes, phases
+
+from micro3diff.diffusion import sampler
 from micro3diff.errors import UserError
+from micro3diff.metrics import compare, correlation
 
 compiled = pytest.mark.skipif(not _ext.has_kernel("lineal_path", "cpu"), reason="compiled lineal_path not built")
 cuda = pytest.mark.skipif(not _ext.has_kernel("lineal_path", "cuda") or not torch.cuda.is_available(),
@@ -138,16 +143,16 @@ def test_two_point_matches_brute_force(shape, periodic):
     x = (torch.rand(shape) < 0.45).to(torch.uint8)
     r_max = min(shape) // 2 if periodic else min(shape) - 1
     radial, axes = brute_two_point(x, r_max, periodic)
-    got = metrics.two_point(x, r_max, periodic=periodic)
+    got = correlation.two_point(x, r_max, periodic=periodic)
     torch.testing.assert_close(got.average, radial, rtol=0, atol=1e-14)
     torch.testing.assert_close(got.parts, axes, rtol=0, atol=1e-14)
 
 
 def test_two_point_batch_equals_single_items():
     x = (torch.rand(4, 12, 13) < 0.4).to(torch.uint8)
-    batch = metrics.two_point(x, 5, ndim=2)
+    batch = correlation.two_point(x, 5, ndim=2)
     for i in range(4):
-        single = metrics.two_point(x[i], 5)
+        single = correlation.two_point(x[i], 5)
         assert torch.equal(batch.average[i], single.average) and torch.equal(batch.parts[i], single.parts)
 
 
@@ -155,8 +160,8 @@ def test_two_point_batch_equals_single_items():
 @pytest.mark.parametrize("shape", [(31, 40), (9, 10, 11), (20, 20, 20)])
 def test_s2_and_lineal_path_at_zero_are_phi_exactly(shape, periodic):
     x = torch.rand(shape) < 0.37
-    phi = metrics.volume_fraction(x)
-    s2, lp = metrics.two_point(x, periodic=periodic), metrics.lineal_path(x, periodic=periodic)
+    phi = correlation.volume_fraction(x)
+    s2, lp = correlation.two_point(x, periodic=periodic), correlation.lineal_path(x, periodic=periodic)
     assert s2.average[0] == phi and bool((s2.parts[:, 0] == phi).all()) and bool((lp.parts[:, 0] == phi).all())
     assert abs(lp.average[0] - phi) < 1e-15
 
@@ -167,12 +172,12 @@ def test_overlapping_spheres_match_analytic_s2_and_lineal_path(periodic):
     # S2(r) = phi^(1 + 3r/(4R) - r^3/(16R^3)) for r <= 2R; measured phi in the formula. 64^3, R = 4.
     radius = 4
     v = overlapping_spheres(64, radius, 0.6, seed=0)
-    phi = metrics.volume_fraction(v)
+    phi = correlation.volume_fraction(v)
     r = torch.arange(2 * radius + 1, dtype=torch.float64)
     s2_exact = phi ** (1 + 3 * r / (4 * radius) - r**3 / (16 * radius**3))
     lp_exact = phi ** (1 + 3 * r / (4 * radius))
-    s2 = metrics.two_point(v, 2 * radius, periodic=periodic)
-    lp = metrics.lineal_path(v, 2 * radius, periodic=periodic)
+    s2 = correlation.two_point(v, 2 * radius, periodic=periodic)
+    lp = correlation.lineal_path(v, 2 * radius, periodic=periodic)
     # along axes: within 1.5 % (voxelised spheres, one sample); the radial bins average S2 over
     # |r| in [k - 0.5, k + 0.5) and so sit up to ~2.5 % above the convex S2(k)
     torch.testing.assert_close(s2.parts.mean(0), s2_exact, rtol=0.015, atol=0)
@@ -185,48 +190,48 @@ def test_overlapping_spheres_match_analytic_s2_and_lineal_path(periodic):
 
 def test_error_rate():
     x = torch.rand(24, 24, 24) < 0.3
-    s2 = metrics.two_point(x)
-    assert float(metrics.error_rate(s2.average, s2.average)) == 0.0
-    assert float(metrics.error_rate(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 2.0]))) == pytest.approx(50.0)
-    batch = metrics.error_rate(torch.stack([s2.average, 2 * s2.average]), s2.average)
+    s2 = correlation.two_point(x)
+    assert float(compare.error_rate(s2.average, s2.average)) == 0.0
+    assert float(compare.error_rate(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 2.0]))) == pytest.approx(50.0)
+    batch = compare.error_rate(torch.stack([s2.average, 2 * s2.average]), s2.average)
     torch.testing.assert_close(batch, torch.tensor([0.0, 100.0], dtype=torch.float64))
     with pytest.raises(UserError, match="different lengths"):
-        metrics.error_rate(torch.ones(3), torch.ones(4))
+        compare.error_rate(torch.ones(3), torch.ones(4))
     with pytest.raises(UserError, match="zero everywhere"):
-        metrics.error_rate(torch.ones(3), torch.zeros(3))
+        compare.error_rate(torch.ones(3), torch.zeros(3))
 
 
 def test_shuffled_baseline_and_floor():
     v = overlapping_spheres(32, 3, 0.6, seed=1)
-    phi = float(metrics.volume_fraction(v))
-    base = metrics.shuffled_baseline(v, "two_point", 8)
+    phi = float(correlation.volume_fraction(v))
+    base = compare.shuffled_baseline(v, "two_point", 8)
     assert base.curves.shape == (1, 9) and float(base.curves[0, 0]) == pytest.approx(phi, abs=1e-12)
     torch.testing.assert_close(base.curves[0, 1:], torch.full((8,), phi**2, dtype=torch.float64), rtol=0.03, atol=0)
-    floor = metrics.natural_variability_floor(v, (16, 16, 16), "lineal_path", 8, n_crops=5)
+    floor = compare.natural_variability_floor(v, (16, 16, 16), "lineal_path", 8, n_crops=5)
     assert floor.curves.shape == (5, 9) and floor.errors.shape == (5,)
-    shuffled = metrics.shuffled_baseline(v, "lineal_path", 8)
+    shuffled = compare.shuffled_baseline(v, "lineal_path", 8)
     assert float(floor.errors.max()) < 0.5 * float(shuffled.errors[0])  # real crops beat a structureless shuffle
     with pytest.raises(UserError, match="cannot crop"):
-        metrics.natural_variability_floor(v, (40, 16, 16), "two_point", 8)
+        compare.natural_variability_floor(v, (40, 16, 16), "two_point", 8)
 
 
 def test_planes_and_isotropy():
     image = (torch.rand(16, 16) < 0.5).to(torch.uint8)
     stack = image.expand(16, 16, 16)[None]  # every slice at fixed D (yz) is the same image: columns along D
-    planes = metrics.plane_correlation(stack, "two_point", 6)
+    planes = correlation.plane_correlation(stack, "two_point", 6)
     assert planes.names == ("yz", "xz", "xy") and planes.parts.shape == (1, 3, 7)
-    torch.testing.assert_close(planes.parts[0, 0], metrics.two_point(image, 6).average)
-    aniso = metrics.isotropy(metrics.lineal_path(stack[0], 6))
+    torch.testing.assert_close(planes.parts[0, 0], correlation.two_point(image, 6).average)
+    aniso = compare.isotropy(correlation.lineal_path(stack[0], 6))
     assert set(aniso) == {"x", "y", "z"} and aniso["x"] > 50 > aniso["z"]  # columns along D = x
-    iso = metrics.isotropy(metrics.lineal_path(overlapping_spheres(32, 3, 0.6, seed=2), 6))
+    iso = compare.isotropy(correlation.lineal_path(overlapping_spheres(32, 3, 0.6, seed=2), 6))
     assert max(iso.values()) < 5
 
 
 def test_plane_names_match_the_sampler():
-    from micro3diff.planes import plane_stack
+    from micro3diff.axes import plane_stack
 
     volume = torch.randint(0, 2, (3, 4, 5), dtype=torch.uint8)
-    planes = metrics.orthogonal_planes(volume[None])
+    planes = axes.orthogonal_planes(volume[None])
     assert tuple(planes) == sampler.PLANES
     for name, slices in planes.items():  # the same slices as the sampler's plane model sees, up to a transpose
         seen = torch.as_tensor(plane_stack(volume.numpy(), name))
@@ -235,7 +240,7 @@ def test_plane_names_match_the_sampler():
 
 def test_binarize_reads_0_255_images():
     image = torch.tensor([[0, 255], [255, 0]], dtype=torch.uint8)
-    assert torch.equal(metrics.binarize(image), image // 255)
+    assert torch.equal(phases.binarize(image), image // 255)
 
 
 # --- inputs --------------------------------------------------------------------------------------
@@ -243,14 +248,14 @@ def test_binarize_reads_0_255_images():
 
 def test_inputs_thresholds_and_phases():
     labels = torch.randint(0, 3, (20, 20))
-    torch.testing.assert_close(metrics.two_point(labels, 5, phase=2).average,
-                               metrics.two_point((labels == 2).to(torch.uint8), 5).average)
+    torch.testing.assert_close(correlation.two_point(labels, 5, phase=2).average,
+                               correlation.two_point((labels == 2).to(torch.uint8), 5).average)
     grey = np.where(np.random.default_rng(0).random((20, 20)) < 0.4, 200.0, 10.0)
-    assert float(metrics.volume_fraction(grey, threshold="otsu")) == pytest.approx(float((grey > 100).mean()))
-    assert float(metrics.volume_fraction(grey, threshold=100, phase=0)) == pytest.approx(float((grey < 100).mean()))
-    assert metrics.lineal_path(torch.rand(3, 10, 10) < 0.5, ndim=2).average.shape == (3, 6)
+    assert float(correlation.volume_fraction(grey, threshold="otsu")) == pytest.approx(float((grey > 100).mean()))
+    assert float(correlation.volume_fraction(grey, threshold=100, phase=0)) == pytest.approx(float((grey < 100).mean()))
+    assert correlation.lineal_path(torch.rand(3, 10, 10) < 0.5, ndim=2).average.shape == (3, 6)
     binary16 = np.random.default_rng(1).integers(0, 2, (10, 10)).astype(np.uint16)  # 16-bit TIFFs
-    assert torch.equal(metrics.binarize(binary16), torch.from_numpy(binary16.astype(np.uint8)))
+    assert torch.equal(phases.binarize(binary16), torch.from_numpy(binary16.astype(np.uint8)))
 
 
 @pytest.mark.parametrize("kwargs, x, match", [
@@ -266,7 +271,7 @@ def test_inputs_thresholds_and_phases():
     ({"threshold": 0.5}, torch.full((8, 8), float("nan")), "NaN"),
     ({"threshold": 0.5, "phase": 2}, torch.rand(8, 8), "phases 0 and 1"),
 ])
-@pytest.mark.parametrize("fn", [metrics.two_point, metrics.lineal_path])
+@pytest.mark.parametrize("fn", [correlation.two_point, correlation.lineal_path])
 def test_bad_inputs_raise_user_errors(fn, kwargs, x, match):
     with pytest.raises(UserError, match=match):
         fn(x, **kwargs)

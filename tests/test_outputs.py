@@ -13,8 +13,8 @@ from PIL import Image
 import micro3diff
 from micro3diff.cli import main
 from micro3diff.errors import UserError
-from micro3diff.io import read_array, read_voxel_size, write_phases
-from micro3diff.vti import read_vti
+from micro3diff.io.arrays import read_array, read_voxel_size, write_phases
+from micro3diff.io.vti import read_vti
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "1", "--harmonize", "1"]
@@ -56,9 +56,9 @@ def test_format_sets_and_both_alias(ckpt, tmp_path):
 
 
 def test_sample_takes_the_checkpoints_voxel_size(tmp_path):
-    from micro3diff.checkpoint import save_checkpoint
-    from micro3diff.schedule import ScheduleConfig
-    from micro3diff.unet import UNET_PRESETS, UNet
+    from micro3diff.io.checkpoint import save_checkpoint
+    from micro3diff.diffusion.schedule import ScheduleConfig
+    from micro3diff.diffusion.unet import UNET_PRESETS, UNet
 
     path = tmp_path / "sized.safetensors"
     save_checkpoint(path, UNet(UNET_PRESETS["tiny"]).state_dict(), UNET_PRESETS["tiny"], ScheduleConfig(),
@@ -123,7 +123,7 @@ def test_package_metadata_licence_and_citation():
 
 
 def test_training_data_records_the_tiffs_voxel_size(tmp_path):
-    from micro3diff.data import DataConfig, load_training_images
+    from micro3diff.training.data import DataConfig, load_training_images
 
     volume = (np.random.default_rng(0).random((8, 16, 16)) < 0.3).astype(np.uint8)
     write_phases(tmp_path / "v.tif", volume, voxel_size=0.7, unit="um")

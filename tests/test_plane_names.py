@@ -7,10 +7,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from micro3diff import metrics, unet
-from micro3diff.checkpoint import save_checkpoint
 from micro3diff.cli import main
-from micro3diff.schedule import ScheduleConfig
+from micro3diff.diffusion import unet
+from micro3diff.diffusion.schedule import ScheduleConfig
+from micro3diff.io.checkpoint import save_checkpoint
+from micro3diff.metrics import compare, correlation
 
 SHAPE = (8, 12, 16)  # distinct sides: the image shape a model is called on names the axis its slices are cut across
 
@@ -50,8 +51,8 @@ def test_evaluate_names_planes_as_sample_models_did(tmp_path, monkeypatch, one_t
     report = json.loads((tmp_path / "report/report.json").read_text())
 
     volume = torch.from_numpy(np.load(tmp_path / "v_0.npy"))
-    for name in metrics.METRICS:
-        fn, r_max = metrics.metric_function(name), report["r_max"]
+    for name in correlation.METRICS:
+        fn, r_max = correlation.metric_function(name), report["r_max"]
         ref_curve = fn(torch.from_numpy(reference), r_max).average
         errors = {}
         for plane in planes:
@@ -59,6 +60,6 @@ def test_evaluate_names_planes_as_sample_models_did(tmp_path, monkeypatch, one_t
             axis = next(a for a, n in enumerate(SHAPE) if n not in image)
             slices = volume.movedim(axis, 0)
             curve = fn(slices, r_max, ndim=2).average.mean(dim=0)
-            errors[plane] = float(metrics.error_rate(curve, ref_curve))
+            errors[plane] = float(compare.error_rate(curve, ref_curve))
         assert len(set(errors.values())) == 3  # the planes' numbers differ, so a swapped label would show
         assert report["metrics"][name]["part_errors"] == pytest.approx(errors, rel=1e-9), name

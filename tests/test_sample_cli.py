@@ -6,9 +6,9 @@ import pytest
 import tifffile
 from click.testing import CliRunner
 
-from micro3diff import sampler
 from micro3diff.cli import main
-from micro3diff.io import read_array
+from micro3diff.diffusion import sampler
+from micro3diff.io.arrays import read_array
 
 FAST = ["--steps", "3", "--harmonize", "2"]
 

@@ -8,11 +8,13 @@ from torch import nn
 
 from conftest import Spy
 from micro3diff import _ext
+from micro3diff.axes import PLANES
+from micro3diff.diffusion.sampler import iter_sample_volume, sample_volume
+from micro3diff.diffusion.schedule import NoiseSchedule
+from micro3diff.diffusion.settings import PRESETS, SamplerSettings, sampler_settings
+from micro3diff.diffusion.unet import UNET_PRESETS, UNet
 from micro3diff.errors import UserError
-from micro3diff.sampler import (PLANES, PRESETS, iter_sample_volume, sample_volume, sampler_settings,
-                                to_phases)
-from micro3diff.schedule import NoiseSchedule
-from micro3diff.unet import UNET_PRESETS, UNet
+from micro3diff.phases import to_phases
 
 SCHEDULE = NoiseSchedule()
 
@@ -89,7 +91,8 @@ def test_plane_order_and_orientation(between):
     each step's first input is the previous step's volume cut along that plane."""
     spy, V, (D, H, W) = Spy(), 2, (4, 6, 8)
     records = [dataclasses.replace(r, x=r.x.clone()) for r in
-               iter_sample_volume(spy, SCHEDULE, (D, H, W), V, steps=5, n_harmonize=2, rotate_between_harmonize=between)]
+               iter_sample_volume(spy, SCHEDULE, (D, H, W), V, SamplerSettings.make(
+                   steps=5, n_harmonize=2, rotate_between_harmonize=between))]
     image = {(V * D, H, W): "yz", (V * H, W, D): "xz", (V * W, D, H): "xy"}
     seen = [image[(x.shape[0], *x.shape[2:])] for x in spy.inputs]
     calls = [2, 2, 2, 2, 1]

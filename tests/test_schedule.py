@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from micro3diff.diffusion.sampler import sample_volume
+from micro3diff.diffusion.schedule import DEFAULT_SCHEDULE, PAPER_SCHEDULE, NoiseSchedule, Predictor, ScheduleConfig
+from micro3diff.diffusion.settings import PRESETS
 from micro3diff.errors import UserError
-from micro3diff.sampler import PRESETS, sample_volume
-from micro3diff.schedule import DEFAULT_SCHEDULE, PAPER_SCHEDULE, NoiseSchedule, Predictor, ScheduleConfig
 
 V_LINEAR = ScheduleConfig(kind="linear", prediction="v")  # the paper's betas with a v-network: same process
 
@@ -144,7 +145,7 @@ def test_volume_fraction_control_hits_the_target(phi):
 
 
 def test_volume_fraction_control_multiphase_and_bad_targets():
-    from micro3diff.volume_fraction import check_targets, steer
+    from micro3diff.diffusion.volume_fraction import check_targets, steer
 
     pr = Predictor.at(0.5, "v")
     x = torch.randn(1, 16, 3, 16, 16)

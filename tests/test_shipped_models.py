@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from micro3diff.checkpoint import MODELS_DIR, load_checkpoint, shipped_models
 from micro3diff.cli import main
+from micro3diff.io.checkpoint import MODELS_DIR, load_checkpoint, shipped_models
 
 EXPECTED = ("spheres", "polycrystal", "carbonate")
 MAX_BYTES = 16 * 2**20
@@ -52,8 +52,8 @@ def test_2d_samples_have_the_training_phase_fraction(name):
     """The 2D model alone (plain DDPM, 100 steps, no volume-fraction control): phi within 0.03 of the data's."""
     import torch
 
-    from micro3diff.sample2d import sample_images
-    from micro3diff.schedule import NoiseSchedule
+    from micro3diff.diffusion.sample2d import sample_images
+    from micro3diff.diffusion.schedule import NoiseSchedule
 
     ck = load_checkpoint(name)
     images = sample_images(ck.model, NoiseSchedule(ck.schedule), 32, ck.data["image_size"], 100, seed=11)

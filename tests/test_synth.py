@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from micro3diff import synth
 from micro3diff.cli import main
 from micro3diff.errors import UserError
-from micro3diff.vti import read_vti, write_vti
+from micro3diff.io.vti import read_vti, write_vti
+from micro3diff.synth import generators as synth
 
 try:  # polycrystals (k-d tree) and the grain measurements need scipy
     import scipy  # noqa: F401

@@ -12,12 +12,17 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import package_env
-from micro3diff.checkpoint import load_checkpoint
-from micro3diff.data import (Crop, CropSampler, DataConfig, dihedral, load_training_images, otsu_threshold)
+from micro3diff.diffusion.sample2d import sample_images
+from micro3diff.diffusion.schedule import NoiseSchedule
 from micro3diff.errors import UserError
-from micro3diff.sample2d import image_grid, sample_images
-from micro3diff.schedule import NoiseSchedule
-from micro3diff.train import RunDir, load_state, make_config, train
+from micro3diff.io.checkpoint import load_checkpoint
+from micro3diff.io.pictures import image_grid
+from micro3diff.phases import otsu_threshold
+from micro3diff.training.config import make_config
+from micro3diff.training.data import Crop, CropSampler, DataConfig, dihedral, load_training_images
+from micro3diff.training.loop import train
+from micro3diff.training.run_dir import RunDir
+from micro3diff.training.state import load_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -234,7 +239,7 @@ def test_resume_is_bit_exact_and_checkpoints(tmp_path):
 
 
 def test_sample_images_deterministic():
-    from micro3diff.unet import UNET_PRESETS, UNet
+    from micro3diff.diffusion.unet import UNET_PRESETS, UNet
 
     model = UNet(UNET_PRESETS["tiny"]).eval()
     sched = NoiseSchedule()

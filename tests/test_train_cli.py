@@ -11,9 +11,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import package_env
-from micro3diff.checkpoint import load_checkpoint
 from micro3diff.cli import main
-from micro3diff.train import RunDir, load_state
+from micro3diff.io.checkpoint import load_checkpoint
+from micro3diff.training.run_dir import RunDir
+from micro3diff.training.state import load_state
 
 TINY = ["--preset", "tiny", "--image-size", "16", "--batch", "2", "--no-progress", "--device", "cpu"]
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from micro3diff.cli.train import train as train_command
-from micro3diff.train import TRAIN_PRESETS
-from micro3diff.unet import UNET_PRESETS, UNet, UNetConfig
+from micro3diff.training.config import TRAIN_PRESETS
+from micro3diff.diffusion.unet import UNET_PRESETS, UNet, UNetConfig
 
 
 def _randomised(model: UNet) -> UNet:

@@ -8,9 +8,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from micro3diff.checkpoint import load_checkpoint
 from micro3diff.cli import main
-from micro3diff.io import read_voxel_size, write_json, write_phases
+from micro3diff.io.arrays import read_voxel_size, write_phases
+from micro3diff.io.checkpoint import load_checkpoint
+from micro3diff.io.files import write_json
 
 TRAIN = ["--preset", "tiny", "--image-size", "8", "--batch", "2", "--steps", "1", "--device", "cpu", "-q"]
 

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from micro3diff.cli import main
 from micro3diff.errors import UserError
-from micro3diff.io import read_array
-from micro3diff.vti import read_vti, write_vti
+from micro3diff.io.arrays import read_array
+from micro3diff.io.vti import read_vti, write_vti
 
 DATA = Path(__file__).parent / "data" / "vtk"
 VOLUME = (np.arange(24).reshape(2, 3, 4) % 3).astype(np.uint8)

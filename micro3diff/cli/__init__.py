@@ -11,7 +11,7 @@ COMMANDS = {
     "models": "models:models",
     "synth": "synth:synth",
     "train": "train:train",
-    "sample2d": "train:sample2d",
+    "sample2d": "sample2d:sample2d",
     "sample": "sample:sample",
     "evaluate": "evaluate:evaluate",
 }

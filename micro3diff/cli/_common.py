@@ -37,23 +37,8 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def pick_device(name: str | None) -> "torch.device":  # noqa: F821
-    """``--device`` value (None/"auto" -> cuda if available else cpu) as a torch.device; UserError if unusable."""
-    import torch
-
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but torch sees no CUDA device")
-    return device
-
-
 def _voxel_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float, float] | None:
-    from ..io import voxel_size3
+    from ..io.arrays import voxel_size3
 
     if value is None:
         return None

@@ -2,42 +2,16 @@
 
 Writes REPORT_DIR/report.json, curves.csv, two_point.png and lineal_path.png; prints a short table.
 With ``--blocks N`` also REPORT_DIR/drift.json: S2 / L drift between N blocks along each volume's longest axis
-(``micro3diff.drift``), beside the same numbers for crops of a 3D reference.
+(``micro3diff.metrics.drift``), beside the same numbers for crops of a 3D reference.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
-import numpy as np
 
 from ..errors import UserError
 from ._common import quiet_option, say, set_threads, show_progress, user_errors, voxel_size_option
-
-
-def _voxel_size(generated: tuple[Path, ...], reference: Path) -> tuple[tuple[float, float, float], str] | None:
-    """The voxel size the generated files record (TIFF tags or sidecar), else the reference's; None if neither."""
-    from ..io import read_voxel_size
-
-    found = {read_voxel_size(p) for p in generated} - {None}
-    if len(found) > 1:
-        raise UserError(f"the generated files record different voxel sizes ({', '.join(map(str, sorted(found)))}); "
-                        f"give --voxel-size")
-    ref = read_voxel_size(reference)
-    if found and ref and ref not in found:
-        (size, unit), (rsize, runit) = next(iter(found)), ref
-        click.echo(f"warning: the generated volumes record voxel size {size} {unit} but the reference {rsize} {runit}; "
-                   f"S2 and L are compared lag by lag in voxels, so resample one to the other's voxel size", err=True)
-    return found.pop() if found else ref
-
-
-def _threshold(value: str | None) -> float | str | None:
-    if value is None or value == "otsu":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise UserError(f"--threshold must be a number or 'otsu', got {value!r}") from None
 
 
 @click.command()
@@ -66,9 +40,8 @@ def evaluate(generated: tuple[Path, ...], reference: Path, mode: str | None, r_m
              threads: int | None, voxel_size: tuple[float, float, float] | None, unit: str | None,
              out_dir: Path) -> None:
     """Compare GENERATED volumes (or 2D images) with a reference: S2, L(z), floor and baseline."""
-    from .. import report
     from ..checks import number
-    from ..io import read_array
+    from ..metrics.report_files import evaluate_files
 
     set_threads(threads)
     if crops < 1:
@@ -76,35 +49,10 @@ def evaluate(generated: tuple[Path, ...], reference: Path, mode: str | None, r_m
     number("--r-max", r_max, lo=1)
     if blocks == 1 or blocks < 0:
         raise UserError(f"--blocks must be 0 (off) or at least 2, got {blocks}")
-    ref = read_array(reference)
-    arrays, names = [], []
-    for path in generated:
-        arr = read_array(path)
-        batch = arr if arr.ndim == 4 else [arr]  # a 4D file holds several volumes
-        arrays += list(batch)
-        names += [path.name] if arr.ndim != 4 else [f"{path.name}[{i}]" for i in range(len(arr))]
-    if blocks and any(a.ndim != 3 for a in arrays):
-        raise UserError("--blocks needs 3D generated volumes")
-    recorded = None if voxel_size else _voxel_size(generated, reference)
-    if recorded:
-        voxel_size, unit = recorded[0], unit or recorded[1]
-    result = report.evaluate(arrays, ref, mode=mode, r_max=r_max, periodic=periodic, phase=phase,
-                             threshold=_threshold(threshold), names=names, n_crops=crops, seed=seed,
-                             progress=show_progress(), voxel_size=voxel_size, unit=unit or "um")
-    paths = report.write_report(result, out_dir)
-    if blocks:
-        from ..drift import drift_report
-        from ..io import write_json
-
-        drift = drift_report(arrays, ref, blocks, phase=phase, threshold=result.threshold, seed=seed)
-        paths.append(out_dir / "drift.json")
-        write_json(paths[-1], drift)
-        for name, d in drift.items():
-            natural = d["reference_first_last"]
-            click.echo(f"drift {report.LABELS[name]} (axis {d['axis']}, {blocks} blocks): first vs last block "
-                       f"{np.mean(d['first_last']):.2f} %" + (f"; reference crops {natural['mean']:.2f} ± "
-                                                              f"{natural['std']:.2f} %" if natural else ""))
-    click.echo(report.format_table(result))
-    for note in result.notes:
-        click.echo(f"note: {note}")
+    lines, paths = evaluate_files(generated, reference, out_dir, threshold=threshold, blocks=blocks,
+                                  voxel_size=voxel_size, unit=unit, seed=seed, phase=phase, mode=mode, r_max=r_max,
+                                  periodic=periodic, n_crops=crops, progress=show_progress(),
+                                  warn=lambda message: click.echo(message, err=True))
+    for line in lines:
+        click.echo(line)
     say(f"wrote {', '.join(str(p) for p in paths)}")

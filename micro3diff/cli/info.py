@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import pick_device, quiet_option, user_errors
+from ._common import quiet_option, user_errors
 
 
 @click.command()
@@ -14,16 +14,9 @@ def info(as_json: bool) -> None:
     """Show versions, compiled-kernel status and the default device."""
     import json
 
-    import torch
+    from ..devices import machine_facts
 
-    from ..io import provenance
-
-    facts = provenance()
-    facts["torch_cuda"] = torch.version.cuda
-    facts["cuda_available"] = torch.cuda.is_available()
-    facts["device"] = str(pick_device(None))
-    if torch.cuda.is_available():
-        facts["gpu"] = torch.cuda.get_device_name(0)
+    facts = machine_facts()
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return

@@ -1,36 +1,17 @@
-"""``m3d sample``: 3D volumes from a trained 2D model by multi-plane harmonized sampling.
-
-Per volume i, any of ``<stem>_<i>.tif`` (ImageJ z-stack (D, H, W) with voxel size; two phases as 0/255),
-``.npy`` (uint8 phases) and ``.vti`` (VTK, spacing = voxel size), ``<stem>_<i>_ortho.png`` (central yz | xz | xy
-slices, labelled) and, written last, the sidecar ``<stem>_<i>.json`` (settings, voxel size, TIFF value mapping).
-"""
+"""``m3d sample``: 3D volumes from a trained 2D model by multi-plane harmonized sampling (``sampling.write_samples``
+says which files a volume gets)."""
 from __future__ import annotations
 
-import json
-import os
-import sys
 from pathlib import Path
 
 import click
 
-from .. import sampler
-from ..checks import machine_memory, number, require_memory, writable_outputs
-from ..errors import UserError
 from ..axes import PLANES
-from ._common import pick_device, progress_bar, quiet_option, say, set_threads, user_errors, voxel_size_option
-
-FORMATS = ("tif", "vti", "npy")
-
-
-def _rank_world() -> tuple[int, int]:
-    """(RANK, WORLD_SIZE) as set by torchrun, (0, 1) otherwise."""
-    try:
-        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    except ValueError:
-        raise UserError("RANK and WORLD_SIZE must be integers") from None
-    if not 0 <= rank < world:
-        raise UserError(f"need 0 <= RANK < WORLD_SIZE, got RANK={rank} WORLD_SIZE={world}")
-    return rank, world
+from ..checks import number
+from ..diffusion.settings import PRESETS
+from ..errors import UserError
+from ..sampling import FORMATS
+from ._common import progress_bar, quiet_option, say, set_threads, user_errors, voxel_size_option
 
 
 def _plane_names(model: str | None, specs: tuple[str, ...]) -> dict[str, str]:
@@ -67,27 +48,6 @@ def _volume_fraction(spec: str) -> str | list[float]:
                         f"got {spec!r}") from None
 
 
-def _check_memory(shape: tuple[int, int, int], unets: list, max_batch: int | None, device) -> None:
-    """UserError before sampling if the volume and one network forward of ``max_batch`` slices cannot fit."""
-    D, H, W = shape
-    volume = 6 * 4 * max(u.channels for u in unets) * D * H * W  # x, noise, eps, a rotated copy, result, labels
-    per_slice = max(u.forward_bytes(h, w) for u in unets for h, w in ((H, W), (W, D), (D, H)))
-    slices = min(max_batch or max(shape), max(shape))
-    fit = (machine_memory(device) - volume) // per_slice
-    hint = f"--max-batch {fit} would fit" if 1 <= fit < slices else "use a smaller --size or --shape"
-    require_memory(volume + slices * per_slice, f"sampling a {D}x{H}x{W} volume", device, hint)
-
-
-def _changed(sidecar: Path, recipe: dict) -> str | None:
-    """The first setting in which an existing volume's sidecar differs from ``recipe`` (None: none)."""
-    try:
-        old = json.loads(sidecar.read_text())
-        old["models"] = {p: m["sha256"] for p, m in old["models"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return "its sidecar is unreadable"
-    return next((f"{k} was {old.get(k)}, now {v}" for k, v in recipe.items() if old.get(k) != v), None)
-
-
 @click.command()
 @click.argument("model", required=False)
 @click.option("--models", "plane_specs", multiple=True, metavar="PLANE=MODEL",
@@ -97,7 +57,7 @@ def _changed(sidecar: Path, recipe: dict) -> str | None:
 @click.option("--shape", type=int, nargs=3, metavar="D H W",
               help="Non-cubic volume (sides along D, H, W; yz slices are at fixed D).")
 @click.option("--count", type=int, default=1, show_default=True, help="Number of volumes.")
-@click.option("--preset", type=click.Choice(list(sampler.PRESETS)), default="fast", show_default=True,
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="fast", show_default=True,
               help="Steps / harmonization settings; --steps, --harmonize, --method, --eta override it.")
 @click.option("--steps", type=int, help="Respaced reverse steps (1..T).")
 @click.option("--harmonize", "n_harmonize", type=int, help="Denoiser calls per step (n_h).")
@@ -149,16 +109,8 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     always uses seed + i, so its content does not depend on N, on the rank or on what was skipped.
     Interrupted runs resume: volumes whose files all exist are skipped.
     """
-    import numpy as np
-    import torch
+    from ..sampling import write_samples
 
-    from ..anchors import Anchors, describe, from_cli, point_estimate
-    from ..api import plane_checkpoints, resolve_volume_fraction
-    from ..io import provenance, read_array, voxel_size3, write_json, write_phases
-    from ..ortho import write_orthoslices
-    from ..schedule import NoiseSchedule
-
-    rank, world = _rank_world()
     set_threads(threads)
     if count < 1:
         raise UserError(f"--count must be >= 1, got {count}")
@@ -169,90 +121,11 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
     number("--eta", eta, lo=0)
     if stem is not None and (Path(stem).name != stem or stem in ("", ".", "..")):
         raise UserError(f"--stem must be a plain file name without a folder, got {stem!r}")
-    settings = sampler.sampler_settings(preset, steps=steps, n_harmonize=n_harmonize, method=method, eta=eta)
-    names = _plane_names(model, plane_specs)
-    if device is None and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
-    dev = pick_device(device)
-    plane_ckpts = plane_checkpoints(names, dev)
-    first = plane_ckpts["yz"]
-    if voxel_size is None:
-        voxel_size = voxel_size3(first.data.get("voxel_size"))
-    unit = unit or first.data.get("unit", "um")
-    shape = tuple(shape) if shape else (size if size is not None else int(first.data.get("image_size", 64)),) * 3
-    _check_memory(shape, [c.unet for c in plane_ckpts.values()], max_batch, dev)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise UserError(f"output folder {out_dir} is not writable")
-    stem = stem or Path(first.path).stem
-    schedule = NoiseSchedule(first.schedule)
-    suffixes = _formats(fmt)
-    models = {p: c.model for p, c in plane_ckpts.items()}
-    options = sampler.SamplerOptions.fast(dev) if fast else None
-    prior = first.prior if prior_mode == "data" else None
-    anchor_list = from_cli(anchor_specs, stack_spec, every, first.data)
-    anchors = Anchors(anchor_list, shape, first.unet.channels) if anchor_list else None
-    if (vf_spec == "anchors" or estimate) and anchors is None:
-        raise UserError(f"{'--estimate' if estimate else '--volume-fraction anchors'} needs --anchor or --anchors")
-    if estimate and (count < 3 or first.unet.channels != 1 or world > 1):
-        raise UserError("--estimate needs --count >= 3 volumes of a two-phase model in one process (after a torchrun "
-                        "run, rerun with --estimate alone: existing volumes are read back)")
-    volume_fraction = (anchors.phase_fractions if vf_spec == "anchors"
-                       else resolve_volume_fraction(_volume_fraction(vf_spec), first))
-
-    todo, made = range(rank, count, world), {}
-    bar = progress_bar(total=len(todo) * settings.steps, desc="sampling", unit="step", leave=False)
-    for i in todo:
-        base = out_dir / f"{stem}_{i}"
-        arrays = [base.with_name(base.name + s) for s in suffixes]
-        ortho, sidecar = base.with_name(base.name + "_ortho.png"), base.with_name(base.name + ".json")
-        recipe = {"seed": seed + i, "shape": list(shape), "periodic": periodic,
-                  "prior": prior_mode if prior else "standard",
-                  "volume_fraction": list(volume_fraction) if volume_fraction else None,
-                  "anchors": describe(anchor_list) or None,
-                  **{f: getattr(settings, f) for f in ("steps", "n_harmonize", "method", "eta")},
-                  "models": {p: c.sha256 for p, c in plane_ckpts.items()}}
-        if not overwrite and all(p.exists() for p in [*arrays, ortho, sidecar]):
-            changed = _changed(sidecar, recipe)
-            if changed:
-                raise UserError(f"{sidecar} was made with other settings ({changed}); use --overwrite to redo it "
-                                f"or another -o")
-            say(f"skip {sidecar.name} (exists; --overwrite to redo)")
-            bar.total -= settings.steps
-            made[i] = read_array(arrays[0]) if estimate else None
-            continue
-        writable_outputs([*arrays, ortho, sidecar])
-        bar.set_postfix_str(f"volume {i}")
-        res = sampler.sample_volume(models, schedule, shape, 1, preset=settings, seed=seed + i, device=dev,
-                                    max_batch=max_batch, periodic=periodic, options=options, prior=prior,
-                                    volume_fraction=volume_fraction, anchors=anchors, callback=lambda rec: bar.update())
-        if not torch.isfinite(res.volume).all():
-            raise UserError(f"volume {i} came out with NaN or infinite values; nothing written for it")
-        phases, n_phases = res.phases[0].cpu().numpy(), max(2, res.volume.shape[1])
-        made[i] = phases if estimate else None
-        values = {p.name: write_phases(p, phases, n_phases, voxel_size=voxel_size, unit=unit) for p in arrays}
-        write_orthoslices(ortho, phases, n_phases, voxel_size=voxel_size, unit=unit)
-        write_json(sidecar, {
-            **recipe, "volume": i, "base_seed": seed, "count": count, "channels": res.volume.shape[1],
-            "voxel_size": voxel_size and list(voxel_size), "unit": unit if voxel_size else None, "values": values,
-            "threads": torch.get_num_threads(), "preset": preset, "nfe": res.nfe, "seconds": res.seconds, "seconds_network": res.seconds_network,
-            "models": {p: c.describe() for p, c in plane_ckpts.items()}, "schedule": schedule.to_dict(),
-            "device": str(dev), "max_batch": max_batch, "rank": rank, "world_size": world,
-            "fast": options.to_dict() if options else None,
-            "files": [p.name for p in [*arrays, ortho]], "command": sys.argv, "versions": provenance(),
-        })
-        say(f"wrote {base.name} ({res.seconds:.1f} s, {res.nfe} network calls)")
-    if estimate:
-        base, phi = out_dir / f"{stem}_estimate", anchors.phase_fractions[0]
-        guess = point_estimate(torch.from_numpy(np.stack([made[i] for i in todo])), phi).numpy()
-        for path in [base.with_name(base.name + suffix) for suffix in suffixes]:
-            write_phases(path, guess, 2, voxel_size=voxel_size, unit=unit)
-        write_json(base.with_name(base.name + ".json"), {
-            "estimate": f"per-voxel share of the {count} volumes in phase 1, thresholded at the anchors' phase "
-                        "fraction (micro3diff.anchors.point_estimate): a best guess, not a realization",
-            "volumes": [f"{stem}_{i}" for i in todo], "phase_fraction": phi, "anchors": describe(anchor_list),
-            "command": sys.argv, "versions": provenance()})
-        say(f"wrote {base.name} (best guess from {count} volumes)")
+    lines = write_samples(_plane_names(model, plane_specs), out_dir, shape=shape or None, size=size, count=count,
+                          seed=seed, device=device, suffixes=_formats(fmt), stem=stem, overwrite=overwrite,
+                          voxel_size=voxel_size, unit=unit, preset=preset, steps=steps, n_harmonize=n_harmonize,
+                          method=method, eta=eta, prior=prior_mode, anchor_specs=anchor_specs, stack_spec=stack_spec,
+                          every=every, estimate=estimate, bar=progress_bar(total=0, desc="sampling", unit="step", leave=False),
+                          fast=fast, volume_fraction=_volume_fraction(vf_spec), max_batch=max_batch, periodic=periodic)
+    for line in lines:
+        say(line)

@@ -1,7 +1,7 @@
-"""Sampler fast path: how the sampler runs its network, the reference way or the fast way.
+"""How the sampler runs its network, the reference way or the fast way.
 
 ``Network`` is the one object the sampler loop calls for eps. With ``SamplerOptions()`` (all off) it is the
-reference: ``sampler._eps`` (fp32, eager, ``max_batch`` slices per forward), a device sync after every
+reference: ``slice_eps`` (fp32, eager, ``max_batch`` slices per forward), a device sync after every
 forward and the host clock for the network's share. ``SamplerOptions.fast(device)`` turns on, on CUDA only:
 
 - ``autocast_bf16``: the U-Net under bf16 autocast; its Conv2d/Linear weights are held in bf16 for the run
@@ -13,7 +13,6 @@ forward and the host clock for the network's share. ``SamplerOptions.fast(device
   captured once in a CUDA graph with static buffers and replayed: x is copied into the static input (no copy
   when x already is it: cubic volumes are updated in place, so after the first call x is the static input),
   the timestep is written into a static (B,) tensor with ``fill_`` (a device kernel, no host sync).
-- ``compile``: ``torch.compile`` of each model (optionally under the graph); off by default.
 - ``sync_timing``: sync after every forward and time it on the host clock (the reference's instrumentation).
   Off in the fast path: forwards are timed with CUDA events, read without waiting except at the end.
 
@@ -31,15 +30,12 @@ import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
 
-from .errors import UserError
-
-EpsFn = Callable[[nn.Module, torch.Tensor, int, int], torch.Tensor]
-
+from ..errors import UserError
 
 @dataclass(frozen=True)
 class SamplerOptions:
@@ -48,7 +44,6 @@ class SamplerOptions:
     autocast_bf16: bool = False
     channels_last: bool = False
     cuda_graph: bool = False
-    compile: bool = False
     sync_timing: bool = True
 
     @classmethod
@@ -56,7 +51,7 @@ class SamplerOptions:
         """The fast path for ``device``: everything on CUDA; on the CPU channels_last (oneDNN's NHWC convolutions,
         fp32: the same volume up to float rounding; benchmarks/results/cpu_speed.json) and no per-forward sync."""
         cuda = torch.device(device).type == "cuda" and torch.cuda.is_available()
-        return cls(autocast_bf16=cuda, channels_last=True, cuda_graph=cuda, compile=False, sync_timing=False)
+        return cls(autocast_bf16=cuda, channels_last=True, cuda_graph=cuda, sync_timing=False)
 
     def check(self, device: torch.device) -> None:
         """UserError if a CUDA-only feature is asked for on another device."""
@@ -65,6 +60,20 @@ class SamplerOptions:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def slice_eps(model: nn.Module, x: torch.Tensor, t: int | torch.Tensor, max_batch: int) -> torch.Tensor:
+    """eps of every slice of x (V, D, C, H, W): the model on (V*D, C, H, W), ``max_batch`` slices per forward.
+
+    ``t``: the model timestep, or a (V*D,) long tensor of it (CUDA graphs keep it in a device buffer).
+    """
+    xb = x.view(-1, *x.shape[2:])
+    tb = t if isinstance(t, torch.Tensor) else torch.full((xb.shape[0],), t, dtype=torch.long, device=x.device)
+    with torch.no_grad():
+        if xb.shape[0] <= max_batch:
+            return model(xb, tb).reshape(x.shape)
+        chunks = [model(xb[i:i + max_batch], tb[i:i + max_batch]) for i in range(0, xb.shape[0], max_batch)]
+        return torch.cat(chunks).reshape(x.shape)
 
 
 @contextlib.contextmanager
@@ -95,33 +104,24 @@ class Network:
     """eps of every slice of x (V, D, C, H, W) by the plane's model, and the seconds spent in it."""
 
     def __init__(self, models: dict[str, nn.Module], options: SamplerOptions, max_batch: int,
-                 device: torch.device, eps_fn: EpsFn):
-        self.models, self.options, self.max_batch, self.device, self.eps_fn = models, options, max_batch, device, eps_fn
+                 device: torch.device):
+        self.models, self.options, self.max_batch, self.device = models, options, max_batch, device
         self.cuda = device.type == "cuda"
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._pool = None
-        self._compiled: dict[int, nn.Module] = {}
         self._events: deque = deque()
         self._seconds = 0.0
         self.forwards = 0
 
     # -- the forward --------------------------------------------------------------------------------
 
-    def _model(self, model: nn.Module) -> nn.Module:
-        if not self.options.compile:
-            return model
-        if id(model) not in self._compiled:
-            self._compiled[id(model)] = torch.compile(model, dynamic=False)
-        return self._compiled[id(model)]
-
     def _forward(self, model: nn.Module, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        """The reference eps (``eps_fn``) with the options' autocast / channels_last / compile around it."""
-        model = self._model(model)
+        """The reference eps (``slice_eps``) with the options' autocast / channels_last around it."""
         if self.options.channels_last:
             inner = model
             model = lambda xb, tb: inner(xb.contiguous(memory_format=torch.channels_last), tb)  # noqa: E731
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.options.autocast_bf16, cache_enabled=False):
-            return self.eps_fn(model, x, t, self.max_batch)
+            return slice_eps(model, x, t, self.max_batch)
 
     def _graphed(self, plane: str, x: torch.Tensor, t: int) -> torch.Tensor:
         model = self.models[plane]
@@ -135,7 +135,7 @@ class Network:
             torch.backends.cudnn.benchmark = True  # choose conv algorithms once, in the warm-up
             try:
                 with torch.cuda.stream(side):
-                    for _ in range(2):  # warm-up off the capture (cuDNN/cuBLAS handles, compile)
+                    for _ in range(2):  # warm-up off the capture (cuDNN/cuBLAS handles)
                         self._forward(model, static_x, static_t)
                 torch.cuda.current_stream(x.device).wait_stream(side)
                 if self._pool is None:
@@ -187,14 +187,14 @@ class Network:
 
 
 @contextlib.contextmanager
-def network(models: dict[str, nn.Module], options: SamplerOptions | None, max_batch: int, device: torch.device,
-            eps_fn: EpsFn) -> Iterator[Network]:
+def network(models: dict[str, nn.Module], options: SamplerOptions | None, max_batch: int,
+            device: torch.device) -> Iterator[Network]:
     """A ``Network`` for the block, with the models' weights prepared for ``options`` and restored after."""
     options = options or SamplerOptions()
     options.check(device)
     unique = list({id(m): m for m in models.values()}.values())
     with _prepared_weights(unique, options):
-        net = Network(models, options, max_batch, device, eps_fn)
+        net = Network(models, options, max_batch, device)
         try:
             yield net
         finally:

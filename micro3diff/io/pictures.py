@@ -1,16 +1,23 @@
-"""Orthoslice figure of a phase volume: the central yz | xz | xy slices, labelled, with a scale bar.
+"""Pictures of phase labels: the orthoslice figure of a volume (central yz | xz | xy slices, labelled, with a
+scale bar) and the grid of generated 2D images (phases as grey levels).
 
-Planes as the sampler names them (``micro3diff.sampler``): yz = the slice at fixed D (image H x W), xz = fixed H
+Planes as the sampler names them (``micro3diff.axes``): yz = the slice at fixed D (image H x W), xz = fixed H
 (D x W), xy = fixed W (D x H).
 """
 from __future__ import annotations
 
+import math
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .io import atomic_path, voxel_size3
+from ..phases import to_phases
+from .arrays import voxel_size3, write_array
+from .files import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 WIDTH_PX = 1200
 
@@ -54,3 +61,26 @@ def write_orthoslices(path: str | os.PathLike, phases: np.ndarray, n_phases: int
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def image_grid(images: torch.Tensor, ncol: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile generated images into one uint8 picture (phases as grey levels 0..255, padding mid-grey).
+
+    images: (n, C, H, W) -> (rows*(H+pad)-pad, ncol*(W+pad)-pad).
+    """
+    labels = to_phases(images).cpu().numpy()
+    n, H, W = labels.shape
+    K = max(2, images.shape[1])
+    grey = (labels.astype(np.int32) * 255 // (K - 1)).astype(np.uint8)
+    ncol = ncol or math.ceil(math.sqrt(n))
+    nrow = math.ceil(n / ncol)
+    out = np.full((nrow * (H + pad) - pad, ncol * (W + pad) - pad), 128, dtype=np.uint8)
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        out[r * (H + pad):r * (H + pad) + H, c * (W + pad):c * (W + pad) + W] = grey[i]
+    return out
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, ncol: int | None = None) -> None:
+    """Write ``image_grid(images)`` as a PNG, atomically. images: (n, C, H, W)."""
+    write_array(path, image_grid(images, ncol))

@@ -19,69 +19,26 @@ and device-dependent kernels also add, and which a long chain can amplify).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
 
-from . import ops
-from .errors import UserError
-from .fast import SamplerOptions, network
+from .. import ops
+from ..axes import PLANES
+from ..errors import UserError
+from ..phases import to_phases
+from .network import network
 from .schedule import Affine, NoiseSchedule
-from .anchors import Anchors
-from .axes import PLANES
+from .settings import SamplerPreset, SamplerSettings
 from .unet import set_periodic
 from .volume_fraction import check_targets, steer
 
 # permute (V, D', C, H', W') after r % 3 rotations back to (V, C, D, H, W)
 _CANONICAL = ((0, 2, 1, 3, 4), (0, 2, 4, 1, 3), (0, 2, 3, 4, 1))
 _R = (0, 3, 2, 4, 1)  # R as a permute of (V, D', C, H', W')
-
-
-@dataclass(frozen=True)
-class SamplerPreset:
-    """Settings: ``steps`` respaced steps, ``n_harmonize`` denoiser calls per step, ``method`` ddpm|ddim, ``eta``."""
-
-    steps: int
-    n_harmonize: int
-    method: str = "ddpm"
-    eta: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.n_harmonize < 1:
-            raise UserError(f"steps and n_harmonize must be >= 1, got {self.steps} and {self.n_harmonize}")
-        if self.method not in ("ddpm", "ddim"):
-            raise UserError(f"sampling method must be ddpm or ddim, got {self.method!r}")
-        if self.eta < 0:
-            raise UserError(f"eta must be >= 0, got {self.eta}")
-
-    @property
-    def nfe(self) -> int:
-        """Denoiser calls per volume: n_h per step, one at the last step."""
-        return (self.steps - 1) * self.n_harmonize + 1
-
-
-PRESETS: dict[str, SamplerPreset] = {
-    "paper": SamplerPreset(steps=1000, n_harmonize=10),  # paper 3.4 / Fig. 7: T = 1000, n_h = 10 (9991 calls)
-    "quality": SamplerPreset(steps=250, n_harmonize=5),  # 1246 calls
-    "fast": SamplerPreset(steps=100, n_harmonize=3),  # 298 calls
-    "preview": SamplerPreset(steps=25, n_harmonize=2),  # 49 calls: CPU-friendly look at a model
-}
-
-
-def sampler_settings(preset: str | SamplerPreset = "fast", *, steps: int | None = None,
-                     n_harmonize: int | None = None, method: str | None = None,
-                     eta: float | None = None) -> SamplerPreset:
-    """A preset (by name) with the given fields overridden (None keeps the preset's)."""
-    if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise UserError(f"unknown preset {preset!r} (use one of {', '.join(PRESETS)})")
-        preset = PRESETS[preset]
-    given = dict(steps=steps, n_harmonize=n_harmonize, method=method, eta=eta)
-    return dataclasses.replace(preset, **{k: v for k, v in given.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -128,11 +85,6 @@ class SampleResult:
         return self.seconds - self.seconds_network
 
 
-def to_phases(x: torch.Tensor) -> torch.Tensor:
-    """(V, C, D, H, W) -> (V, D, H, W) uint8: C = 1 thresholded at 0 (phases scaled to [-1, 1]), else argmax over C."""
-    return (x[:, 0] > 0 if x.shape[1] == 1 else x.argmax(1)).to(torch.uint8)
-
-
 def _config_attr(model: nn.Module, name: str, default: int) -> int:
     """``model.config.<name>`` (UNet) or ``model.<name>``, else ``default``."""
     return getattr(getattr(model, "config", model), name, default)
@@ -160,20 +112,6 @@ def _padding(models: dict[str, nn.Module], periodic: bool) -> Iterator[None]:
             conv.padding_mode = mode
 
 
-def _eps(model: nn.Module, x: torch.Tensor, t: int | torch.Tensor, max_batch: int) -> torch.Tensor:
-    """eps of every slice of x (V, D, C, H, W): the model on (V*D, C, H, W), ``max_batch`` slices per forward.
-
-    ``t``: the model timestep, or a (V*D,) long tensor of it (CUDA graphs keep it in a device buffer).
-    """
-    xb = x.view(-1, *x.shape[2:])
-    tb = t if isinstance(t, torch.Tensor) else torch.full((xb.shape[0],), t, dtype=torch.long, device=x.device)
-    with torch.no_grad():
-        if xb.shape[0] <= max_batch:
-            return model(xb, tb).reshape(x.shape)
-        chunks = [model(xb[i:i + max_batch], tb[i:i + max_batch]) for i in range(0, xb.shape[0], max_batch)]
-        return torch.cat(chunks).reshape(x.shape)
-
-
 def _update(x: torch.Tensor, eps: torch.Tensor, a: Affine, rotate: bool, seeds: list[int], offset: int) -> torch.Tensor:
     """``R(c_x x - c_eps eps + c_z z)`` (R only if ``rotate``), each volume with its own Philox stream.
 
@@ -190,33 +128,15 @@ def _update(x: torch.Tensor, eps: torch.Tensor, a: Affine, rotate: bool, seeds: 
 
 
 def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: NoiseSchedule,
-                       shape: tuple[int, int, int], n_volumes: int = 1, *, preset: str | SamplerPreset = "fast",
-                       steps: int | None = None, n_harmonize: int | None = None, method: str | None = None,
-                       eta: float | None = None, seed: int = 0, device: torch.device | str | None = None,
-                       max_batch: int | None = None, rotate: bool = True, rotate_between_harmonize: bool = False,
-                       periodic: bool = False, options: SamplerOptions | None = None,
-                       prior: tuple[Sequence[float], Sequence[float]] | None = None,
-                       volume_fraction: Sequence[float] | None = None,
-                       anchors: Anchors | None = None) -> Iterator[StepRecord]:
+                       shape: tuple[int, int, int], n_volumes: int = 1,
+                       settings: SamplerSettings = SamplerSettings()) -> Iterator[StepRecord]:
     """Run Algorithm 1 on ``n_volumes`` volumes of ``shape`` (D, H, W), yielding a StepRecord after every step.
 
-    ``model``: eps-model ``(B, C, h, w), (B,) -> (B, C, h, w)`` on ``device`` (default: its own), or a dict
-    {"yz", "xz", "xy"} of them (anisotropic materials). Settings: ``preset`` with ``steps``, ``n_harmonize``,
-    ``method``, ``eta`` overriding it. ``max_batch``: slices per forward (None: all). ``rotate=False`` keeps
-    the yz plane (a control); ``rotate_between_harmonize`` also rotates between the n_h calls of a step.
-    ``periodic``: circular padding in the models' convolutions for the run (restored when the generator ends).
-    ``prior``: (mean, var) per channel of the training data's x_0 (``checkpoint.data_prior``): start from the
-    Gaussian approximation of q(x_T) (``NoiseSchedule.prior``) instead of N(0, I).
-    ``volume_fraction``: target phase fractions (one channel: [phi]; K channels: K values): every call's
-    output is steered so that x0-hat has them (``volume_fraction.steer``); None: no control.
-    ``anchors``: measured slices (``micro3diff.anchors.Anchors`` of ``shape``): before every call their voxels
-    are set to the anchor diffused to the call's noise level, and x_0 holds them exactly; serial sections
-    along one axis skip the plane of the sections (``Anchors.skip``: those calls cannot reach the free
-    slices); None: unanchored.
-    ``options``: how the network runs (micro3diff.fast; None: the reference, fp32 eager, synced timing);
-    ``SamplerOptions.fast(device)`` is the fast path (bf16 autocast, channels_last, CUDA graph on CUDA).
+    ``model``: eps-model ``(B, C, h, w), (B,) -> (B, C, h, w)`` on the settings' device (default: its own), or a
+    dict {"yz", "xz", "xy"} of them (anisotropic materials). ``settings``: see ``SamplerSettings``; the models'
+    padding is restored when the generator ends.
     """
-    cfg = sampler_settings(preset, steps=steps, n_harmonize=n_harmonize, method=method, eta=eta)
+    cfg, st = settings.preset, settings
     models = _plane_models(model)
     if len(shape) != 3 or min(shape) < 1:
         raise UserError(f"shape must be three positive sides (D, H, W), got {tuple(shape)}")
@@ -226,27 +146,26 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
     channels = {_config_attr(m, "channels", 1) for m in models.values()}
     if len(channels) != 1:
         raise UserError(f"per-plane models disagree on channels: {sorted(channels)}")
-    if n_volumes < 1 or seed < 0 or (max_batch is not None and max_batch < 1):
-        raise UserError(f"need n_volumes >= 1, seed >= 0, max_batch >= 1; got {n_volumes}, {seed}, {max_batch}")
-    if device is None:
-        device = next(models["yz"].parameters(), torch.empty(0)).device
-    device = torch.device(device)
+    if n_volumes < 1 or st.seed < 0 or (st.max_batch is not None and st.max_batch < 1):
+        raise UserError(f"need n_volumes >= 1, seed >= 0, max_batch >= 1; got {n_volumes}, {st.seed}, {st.max_batch}")
+    device = torch.device(st.device or next(models["yz"].parameters(), torch.empty(0)).device)
     reverse = schedule.steps(cfg.steps, method=cfg.method, eta=cfg.eta)
     D, H, W = (int(s) for s in shape)
     C = channels.pop()
-    targets = None if volume_fraction is None else check_targets(volume_fraction, C)
-    seeds = [seed + v for v in range(n_volumes)]
+    targets = None if st.volume_fraction is None else check_targets(st.volume_fraction, C)
+    seeds = [st.seed + v for v in range(n_volumes)]
+    anchors = st.anchors
     if anchors is not None and tuple(anchors.mask.shape) != (D, H, W):
         raise UserError(f"anchors are for a {tuple(anchors.mask.shape)} volume, not {(D, H, W)}")
     anchor_noise = [torch.Generator().manual_seed(s + (1 << 40)) for s in seeds]  # apart from x_T's streams
-    max_batch = max_batch or n_volumes * max(D, H, W)
+    max_batch = st.max_batch or n_volumes * max(D, H, W)
 
     start, paused, nfe, turns, offset = time.perf_counter(), 0.0, 0, 0, 0
     z = torch.stack([torch.randn((D, C, H, W), generator=torch.Generator().manual_seed(s)) for s in seeds])
-    x = schedule.prior(z, reverse[0].alphabar, *(prior or (None, None))).to(device)
+    x = schedule.prior(z, reverse[0].alphabar, *(st.prior or (None, None))).to(device)
     if anchors is not None and anchors.skip == PLANES[0]:
         x, turns = x.permute(_R).contiguous(), 1
-    with _padding(models, periodic), network(models, options, max_batch, device, _eps) as net:
+    with _padding(models, st.periodic), network(models, st.options, max_batch, device) as net:
         for i, step in enumerate(reverse):
             final = i == len(reverse) - 1
             calls = 1 if final else cfg.n_harmonize  # Alg. 1 line 9 ("t > 1"): no renoise at t = 1
@@ -258,7 +177,7 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
                 if targets is not None:
                     eps = steer(x, eps, step.predictor, targets)
                 last = h == calls - 1
-                turn = rotate and (last or rotate_between_harmonize)
+                turn = st.rotate and (last or st.rotate_between_harmonize)
                 # eq. 17 (+ eq. 21 renoise, composed) as one affine map; R to the next plane after the step
                 x = _update(x, eps, step.denoise if last else step.harmonize, turn, seeds, offset)
                 offset, turns, nfe = offset + 1, turns + turn, nfe + 1  # a Philox stream per update
@@ -275,14 +194,16 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
 
 
 def sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: NoiseSchedule,
-                  shape: tuple[int, int, int], n_volumes: int = 1, *,
-                  callback: Callable[[StepRecord], None] | None = None, **kwargs) -> SampleResult:
-    """Sample ``n_volumes`` volumes of ``shape`` (D, H, W); keyword arguments as ``iter_sample_volume``.
+                  shape: tuple[int, int, int], n_volumes: int = 1, settings: SamplerSettings | None = None, *,
+                  callback: Callable[[StepRecord], None] | None = None, **changes) -> SampleResult:
+    """Sample ``n_volumes`` volumes of ``shape`` (D, H, W) with ``settings``, or ``SamplerSettings.make(**changes)``.
 
     ``callback(record)`` runs after every step (progress bars; an exception it raises stops the run).
     Returns the (V, C, D, H, W) volumes, their seeds and timings; ``.phases`` gives (V, D, H, W) uint8.
     """
-    records = iter_sample_volume(model, schedule, shape, n_volumes, **kwargs)
+    if settings is not None and changes:
+        raise TypeError(f"give settings or the keyword arguments {', '.join(changes)}, not both")
+    records = iter_sample_volume(model, schedule, shape, n_volumes, settings or SamplerSettings.make(**changes))
     with contextlib.closing(records):  # restores the models' padding even when the callback raises
         for rec in records:
             if callback is not None:

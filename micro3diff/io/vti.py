@@ -17,8 +17,8 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
-from .errors import UserError
-from .io import atomic_path
+from ..errors import UserError
+from .files import atomic_path
 
 _VTK_TYPES = {
     np.dtype(t): name

@@ -14,18 +14,16 @@ indices: voxel ``i`` has its centre at ``i``; a periodic structure wraps with pe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
+from .placement import MAX_ATTEMPTS, ball_measure, boolean_model, laguerre, rsa, seeds
 
 Seed = int | np.random.SeedSequence | None
 
-_BATCH = 32  # candidate positions tried at once by random sequential addition
-_MAX_ATTEMPTS = 20_000  # candidate positions per particle before random sequential addition gives up
-_CHUNK = 1 << 20  # stencil points rendered at once
 _LAGUERRE_ITERATIONS = 6  # weight updates that bring Laguerre cells to their target sizes
 
 
@@ -65,127 +63,6 @@ def _fraction(name: str, value: float) -> float:
     return float(value)
 
 
-def _ball_measure(radius: np.ndarray | float, ndim: int) -> np.ndarray:
-    """Area (2D) or volume (3D) of a disk/ball of ``radius``."""
-    r = np.asarray(radius, dtype=float)
-    return np.pi * r**2 if ndim == 2 else 4.0 / 3.0 * np.pi * r**3
-
-
-# ------------------------------------------------------------------------------------------ geometry
-
-
-def _min_image(delta: np.ndarray, period: np.ndarray | None) -> np.ndarray:
-    """Coordinate differences (..., k) folded to the nearest periodic image (unchanged if not periodic)."""
-    return delta if period is None else delta - period * np.round(delta / period)
-
-
-def _covered(
-    centres: np.ndarray, semi_axes: np.ndarray, shape: tuple[int, ...], periodic: bool
-) -> Iterator[np.ndarray]:
-    """Yield flat indices of the voxels whose centres lie inside the ellipsoids, a chunk of particles at a time.
-
-    centres, semi_axes: (n, k). Voxel x is inside particle i if ``sum(((x - c_i) / a_i)^2) <= 1``.
-    """
-    k = len(shape)
-    reach = np.ceil(semi_axes.max(axis=0)).astype(np.int64)
-    offsets = np.stack(np.meshgrid(*[np.arange(-r, r + 2) for r in reach], indexing="ij"), -1).reshape(-1, k)
-    per_chunk = max(1, _CHUNK // len(offsets))
-    for start in range(0, len(centres), per_chunk):
-        c, a = centres[start : start + per_chunk], semi_axes[start : start + per_chunk]
-        pos = np.floor(c).astype(np.int64)[:, None, :] + offsets[None]  # (n, m, k)
-        inside = (((pos - c[:, None, :]) / a[:, None, :]) ** 2).sum(-1) <= 1.0
-        pos = pos[inside]
-        if periodic:
-            pos %= shape
-        else:
-            pos = pos[np.all((pos >= 0) & (pos < shape), axis=1)]
-        yield np.ravel_multi_index(tuple(pos.T), shape)
-
-
-def _free_spot(
-    rho: float,
-    centres: np.ndarray,
-    rhos: np.ndarray,
-    aspect: np.ndarray,
-    shape: tuple[int, ...],
-    periodic: bool,
-    rng: np.random.Generator,
-    max_attempts: int,
-) -> np.ndarray | None:
-    """A uniformly drawn centre (k,) where particle ``rho`` overlaps none of ``centres`` (n, k), or None.
-
-    Particle i is ``{x: |(x - c_i) / aspect| <= rho_i}``; two overlap iff ``|(c_i - c_j) / aspect| <= rho_i + rho_j``
-    (minimum periodic image). Tries ``max_attempts`` positions, ``_BATCH`` at a time.
-    """
-    period = np.asarray(shape, dtype=float) if periodic else None
-    for _ in range(0, max_attempts, _BATCH):
-        candidates = rng.random((_BATCH, len(shape))) * shape - (0.0 if periodic else 0.5)
-        gap = np.linalg.norm(_min_image(candidates[:, None] - centres[None], period) / aspect, axis=-1)
-        free = np.all(gap > rho + rhos, axis=1)
-        if free.any():
-            return candidates[np.argmax(free)]
-    return None
-
-
-def _rsa(
-    shape: tuple[int, ...],
-    targets: np.ndarray,
-    order: Sequence[int],
-    draw: Callable[[int], float],
-    aspect: np.ndarray,
-    periodic: bool,
-    rng: np.random.Generator,
-    max_attempts: int,
-) -> Microstructure:
-    """Random sequential addition of non-overlapping particles until each phase reaches its voxel fraction.
-
-    targets: (K,) voxel fractions; phase p has array value p + 1 and sizes ``rho = draw(p)`` (see
-    ``_free_spot``). Phases are filled one after the other in ``order`` (big particles first pack best).
-    """
-    size = math.prod(shape)
-    volume = np.zeros(size, np.uint8)
-    counts = np.zeros(len(targets))
-    centres: list[np.ndarray] = []
-    rhos: list[float] = []
-    phases: list[int] = []
-    for p in order:
-        while counts[p] < targets[p] * size:
-            rho = draw(p)
-            placed = np.reshape(centres, (-1, len(shape)))
-            spot = _free_spot(rho, placed, np.asarray(rhos), aspect, shape, periodic, rng, max_attempts)
-            if spot is None:
-                raise UserError(
-                    f"cannot place more non-overlapping particles after {max_attempts} attempts: volume fraction "
-                    f"{counts.sum() / size:.3f} reached of {targets.sum():.3f} requested; ask for less"
-                )
-            centres.append(spot)
-            rhos.append(rho)
-            phases.append(p + 1)
-            for flat in _covered(spot[None], rho * aspect[None], shape, periodic):
-                volume[flat] = p + 1
-                counts[p] += len(flat)
-    return Microstructure(volume.reshape(shape), np.array(centres), np.array(rhos), np.array(phases, np.uint8))
-
-
-def _boolean(
-    shape: tuple[int, ...], semi_axes: np.ndarray, covered_fraction: float, periodic: bool, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean model of identical aligned ellipsoids (semi_axes (k,)) covering ``covered_fraction`` on average.
-
-    Poisson germs with intensity ``lambda = -ln(1 - f) / |E|`` so ``P(x uncovered) = exp(-lambda |E|) = 1 - f``.
-    Returns (covered uint8 mask of ``shape``, centres (n, k)). Without periodicity, germs within reach
-    outside the window are included so the window sees a stationary pattern.
-    """
-    intensity = -math.log1p(-covered_fraction) / (math.prod(semi_axes) * _ball_measure(1.0, len(shape)))
-    pad = np.zeros(len(shape)) if periodic else np.ceil(semi_axes)
-    extent = np.asarray(shape) + 2 * pad
-    centres = rng.random((rng.poisson(intensity * math.prod(extent)), len(shape))) * extent - pad
-    mask = np.zeros(math.prod(shape), np.uint8)
-    for flat in _covered(centres, np.broadcast_to(semi_axes, centres.shape), shape, periodic):
-        mask[flat] = 1
-    return mask.reshape(shape), centres
-
-
 # ------------------------------------------------------------------------------------------ generators
 
 
@@ -196,7 +73,7 @@ def multiphase(
     volume_fraction: Sequence[float] = (0.15, 0.1),
     periodic: bool = True,
     seed: Seed = None,
-    max_attempts: int = _MAX_ATTEMPTS,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> Microstructure:
     """Non-overlapping spheres (disks in 2D) of K kinds in a matrix: labels 0 (matrix) and 1..K.
 
@@ -224,7 +101,7 @@ def multiphase(
         return d / 2
 
     order = np.argsort(-means, kind="stable")
-    return _rsa(shape, targets, order, draw_radius, np.ones(len(shape)), periodic, rng, max_attempts)
+    return Microstructure(*rsa(shape, targets, order, draw_radius, np.ones(len(shape)), periodic, rng, max_attempts))
 
 
 def spheres(
@@ -234,7 +111,7 @@ def spheres(
     volume_fraction: float = 0.2,
     periodic: bool = True,
     seed: Seed = None,
-    max_attempts: int = _MAX_ATTEMPTS,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> Microstructure:
     """Non-overlapping spherical inclusions (1) in a matrix (0), paper case I (64 x 64 x 300 voxels).
 
@@ -263,7 +140,7 @@ def overlapping_spheres(
     if not 0 < radius < min(shape) / 2:
         raise UserError(f"radius must be positive and below half the smallest side of shape {shape}, got {radius}")
     rng = np.random.default_rng(seed)
-    covered, centres = _boolean(shape, np.full(len(shape), float(radius)), 1.0 - phi, periodic, rng)
+    covered, centres = boolean_model(shape, np.full(len(shape), float(radius)), 1.0 - phi, periodic, rng)
     n = len(centres)
     return Microstructure(1 - covered, centres, np.full(n, float(radius)), np.zeros(n, np.uint8))
 
@@ -275,7 +152,7 @@ def ellipsoids(
     overlapping: bool = True,
     periodic: bool = True,
     seed: Seed = None,
-    max_attempts: int = _MAX_ATTEMPTS,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> Microstructure:
     """Identical axis-aligned ellipsoids (1) in a matrix (0): an anisotropic test material.
 
@@ -292,9 +169,9 @@ def ellipsoids(
         )
     rng = np.random.default_rng(seed)
     if not overlapping:
-        made = _rsa(shape, np.array([f]), [0], lambda p: 1.0, axes, periodic, rng, max_attempts)
-        return replace(made, radii=None)
-    covered, centres = _boolean(shape, axes, f, periodic, rng)
+        array, centres, _, phase = rsa(shape, np.array([f]), [0], lambda p: 1.0, axes, periodic, rng, max_attempts)
+        return Microstructure(array, centres, None, phase)
+    covered, centres = boolean_model(shape, axes, f, periodic, rng)
     return Microstructure(covered, centres, None, np.ones(len(centres), np.uint8))
 
 
@@ -318,21 +195,21 @@ def polycrystal(
     k, total = len(shape), math.prod(shape)
     if sizes.ndim != 1 or len(sizes) == 0 or (sizes < 2).any() or (sizes > min(shape)).any():
         raise UserError(f"grain sizes must be between 2 and the smallest side {min(shape)}, got {tuple(sizes)}")
-    counts = [max(1, round(total / len(sizes) / float(_ball_measure(d / 2, k)))) for d in sizes]
+    counts = [max(1, round(total / len(sizes) / float(ball_measure(d / 2, k)))) for d in sizes]
     radii = np.sort(np.repeat(sizes / 2, counts))[::-1]
-    target = _ball_measure(radii, k)
+    target = ball_measure(radii, k)
     target *= total / target.sum()
     rng = np.random.default_rng(seed)
     # Seeds: non-overlapping balls filling ~45 % (2D) / 30 % (3D) of the space, biggest first.
-    scale = ((0.45 if k == 2 else 0.3) * total / _ball_measure(radii, k).sum()) ** (1 / k)
-    centres = _seeds(radii * scale, shape, periodic, rng)
+    scale = ((0.45 if k == 2 else 0.3) * total / ball_measure(radii, k).sum()) ** (1 / k)
+    centres = seeds(radii * scale, shape, periodic, rng)
     weights = (radii * scale) ** 2
     for i in range(_LAGUERRE_ITERATIONS + 1):
-        owner = _laguerre(centres, weights, shape, periodic)
+        owner = laguerre(centres, weights, shape, periodic)
         if i < _LAGUERRE_ITERATIONS:
             cells = np.bincount(owner.ravel(), minlength=len(radii))
             # Raising w_i by dw moves each facet by ~dw / (4 r): half of the step that would close the gap.
-            weights = weights + 2 * radii**2 * (target - cells) / (k * _ball_measure(radii, k))
+            weights = weights + 2 * radii**2 * (target - cells) / (k * ball_measure(radii, k))
     boundary = np.zeros(shape, bool)
     for axis in range(k):
         if periodic:
@@ -342,38 +219,6 @@ def polycrystal(
             here[axis], ahead[axis] = slice(None, -1), slice(1, None)
             boundary[tuple(here)] |= owner[tuple(here)] != owner[tuple(ahead)]
     return Microstructure(boundary.astype(np.uint8), centres, radii, None, owner.astype(np.int32))
-
-
-def _seeds(radii: np.ndarray, shape: tuple[int, ...], periodic: bool, rng: np.random.Generator) -> np.ndarray:
-    """Centres (n, k) of non-overlapping balls of ``radii``, placed in the given order; a ball that finds no
-    free spot is put at a random one (seeds only need to be spread, not disjoint)."""
-    centres = np.empty((len(radii), len(shape)))
-    ones = np.ones(len(shape))
-    for n, r in enumerate(radii):
-        spot = _free_spot(r, centres[:n], radii[:n], ones, shape, periodic, rng, _MAX_ATTEMPTS)
-        centres[n] = rng.random(len(shape)) * shape if spot is None else spot
-    return centres
-
-
-def _laguerre(centres: np.ndarray, weights: np.ndarray, shape: tuple[int, ...], periodic: bool) -> np.ndarray:
-    """Owner (argmin of the power distance ``|x - c_i|^2 - w_i``) of every pixel: int array of ``shape``.
-
-    Lifting seeds to ``(c_i, sqrt(max w - w_i))`` and pixels to ``(x, 0)`` turns the power distance into a
-    Euclidean one plus a constant, so a k-d tree nearest-neighbour query finds the owner.
-    """
-    try:
-        from scipy.spatial import cKDTree
-    except ImportError:
-        raise UserError("polycrystals need scipy: pip install scipy") from None
-
-    lift = np.sqrt(weights.max() - weights)
-    seeds = np.column_stack([centres, lift])
-    pixels = np.column_stack([np.indices(shape).reshape(len(shape), -1).T, np.zeros(math.prod(shape))])
-    box = None
-    if periodic:  # the lift axis gets a period too large to ever wrap
-        box = np.r_[shape, 4 * lift.max() + 1.0]
-        seeds %= box
-    return cKDTree(seeds, boxsize=box).query(pixels)[1].reshape(shape)
 
 
 def image_stack(
@@ -417,7 +262,7 @@ def describe(m: Microstructure) -> dict[str, Any]:
     if m.labels is not None:  # grains: cell sizes per nominal size class
         k = 2 if m.stack else m.array.ndim
         cells = np.bincount(m.labels.ravel(), minlength=len(m.radii)).astype(float)
-        diameter = 2 * (cells / _ball_measure(1.0, k)) ** (1 / k)
+        diameter = 2 * (cells / ball_measure(1.0, k)) ** (1 / k)
         out["grain_classes"] = {
             f"{2 * r:g}": {
                 "grains": int(sel.sum()),

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
-from .io import atomic_path, write_json
-from .schedule import ScheduleConfig
-from .unet import UNet, UNetConfig
+from ..diffusion.schedule import ScheduleConfig
+from ..diffusion.unet import UNet, UNetConfig
+from ..errors import UserError
+from .files import atomic_path, write_json
 
 FORMAT = "micro3diff-checkpoint/1"
-MODELS_DIR = Path(__file__).parent / "models"
+MODELS_DIR = Path(__file__).parents[1] / "models"
 
 
 @dataclass
@@ -83,30 +83,41 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     raise UserError(f"unknown model {str(name_or_path)!r}: not a file and not a shipped model ({names})")
 
 
-def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], unet: UNetConfig,
-                    schedule: ScheduleConfig, data: dict, training: dict, dtype: torch.dtype = torch.float32) -> None:
-    """Write weights (cast to ``dtype``) + config atomically to ``path`` (.safetensors) and ``path + .json``."""
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], key: str, meta: dict) -> None:
+    """Write ``tensors`` with ``meta`` as JSON under header key ``key``, and ``meta`` as ``<path>.json``, atomically."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    cfg = config_dict(unet, schedule, data, training)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={key: json.dumps(meta)})
+    write_json(path.with_suffix(path.suffix + ".json"), meta)
+
+
+def read_safetensors(path: str | os.PathLike, key: str, what: str, *,
+                     tensors: bool = False) -> tuple[dict, dict[str, torch.Tensor] | None]:
+    """(the JSON under header key ``key``, the tensors if ``tensors`` else None); UserError naming ``what``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})[key])
+        return meta, load_file(str(path)) if tensors else None
+    except Exception as exc:  # corrupt/truncated/foreign files raise many types
+        raise UserError(f"{path} is not a readable {what} ({type(exc).__name__}: {exc})") from None
+
+
+def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], unet: UNetConfig,
+                    schedule: ScheduleConfig, data: dict, training: dict, dtype: torch.dtype = torch.float32) -> None:
+    """Write weights (cast to ``dtype``) + config atomically to ``path`` (.safetensors) and ``path + .json``."""
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in state_dict.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"micro3diff": json.dumps(cfg)})
-    write_json(path.with_suffix(path.suffix + ".json"), cfg)
+    write_safetensors(path, tensors, "micro3diff", config_dict(unet, schedule, data, training))
 
 
 def read_config(path: Path) -> dict:
     """The config stored in a checkpoint's header. UserError if the file is not a micro3diff checkpoint."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        cfg = json.loads(meta["micro3diff"])
-    except Exception as exc:  # corrupt/truncated/foreign files raise many types
-        raise UserError(f"{path} is not a readable micro3diff checkpoint ({type(exc).__name__}: {exc})") from None
+    cfg = read_safetensors(path, "micro3diff", "micro3diff checkpoint")[0]
     if not isinstance(cfg, dict):
         raise UserError(f"{path}: the checkpoint header must be a JSON object, got {type(cfg).__name__}")
     if cfg.get("format") != FORMAT:

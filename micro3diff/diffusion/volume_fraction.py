@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 from .schedule import Predictor
 
 

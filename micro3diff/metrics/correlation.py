@@ -28,18 +28,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Callable, Literal, Union
+from typing import Callable
 
 import numpy as np
 import torch
 
-from . import data, ops
-from .axes import AXES, PLANES
-from .errors import UserError
-
-ArrayLike = Union[torch.Tensor, np.ndarray]
-Threshold = Union[float, Literal["otsu"], None]
+from .. import ops
+from ..axes import AXES, PLANES, orthogonal_planes
+from ..errors import UserError
+from ..phases import ArrayLike, Threshold, binarize
 METRICS = ("two_point", "lineal_path")
+LABELS = {"two_point": "S2", "lineal_path": "L"}  # short names in tables and plots
 AXIS_NAMES = {2: AXES[1:], 3: AXES}
 
 
@@ -56,66 +55,7 @@ class Correlation:
     names: tuple[str, ...]
 
 
-@dataclasses.dataclass(frozen=True)
-class Baseline:
-    """Reference-derived comparison curves: curves (K, R + 1) and their error rates against the reference (K,)."""
-
-    curves: torch.Tensor
-    errors: torch.Tensor
-
-
 # --- inputs -------------------------------------------------------------------------------------
-
-
-def _as_tensor(x: ArrayLike) -> torch.Tensor:
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    if not isinstance(x, torch.Tensor):
-        raise UserError(f"expected an array or tensor, got {type(x).__name__}")
-    if x.numel() == 0:
-        raise UserError(f"input is empty (shape {tuple(x.shape)})")
-    if x.dtype in (torch.uint16, torch.uint32, torch.uint64):  # few torch ops support these (16-bit TIFFs)
-        x = x.to(torch.int64)
-    return x
-
-
-def otsu_threshold(x: ArrayLike) -> float:
-    """Otsu's threshold of the values of x: the same rule ``m3d train --threshold otsu`` uses (data.py)."""
-    return data.otsu_threshold(_as_tensor(x).cpu().numpy())
-
-
-def binarize(x: ArrayLike, *, phase: int | None = None, threshold: Threshold = None) -> torch.Tensor:
-    """Phase indicator I = (x == phase) as uint8 {0, 1}, same shape as x; see the module conventions."""
-    x = _as_tensor(x)
-    if threshold is not None:
-        if phase not in (None, 0, 1):
-            raise UserError(f"a thresholded input has phases 0 and 1, got phase {phase} (m3d: --phase)")
-        t = otsu_threshold(x) if threshold == "otsu" else float(threshold)
-        values = x.double()
-        if not bool(torch.isfinite(values).all()):
-            raise UserError("input contains NaN or infinite values")
-        return ((values > t) if phase in (None, 1) else (values <= t)).to(torch.uint8)
-    if x.dtype == torch.bool:
-        x = x.view(torch.uint8)
-    if x.is_complex() or (x.is_floating_point() and not bool((x == x.round()).all())):
-        raise UserError(f"input is not binary (values in [{_value_range(x)}]); pass a threshold (a number or 'otsu')")
-    if phase is None:
-        lo, hi = torch.aminmax(x)
-        if x.dtype == torch.uint8 and hi == 255 and bool(((x == 0) | (x == 255)).all()):
-            return (x > 0).to(torch.uint8)  # 0/255 binary images, as training reads them (data.binary_labels)
-        if lo < 0 or hi > 1:
-            raise UserError(
-                f"input is not binary {{0, 1}} (values in [{_value_range(x)}]); "
-                "pass phase=K (m3d: --phase K) for a label image or a threshold (a number or 'otsu')"
-            )
-        if x.dtype == torch.uint8:
-            return x
-        phase = 1
-    return (x == phase).to(torch.uint8)
-
-
-def _value_range(x: torch.Tensor) -> str:
-    return "complex" if x.is_complex() else f"{x.min().item():g}, {x.max().item():g}"
 
 
 def _batched(x: torch.Tensor, ndim: int | None) -> tuple[torch.Tensor, bool]:
@@ -275,34 +215,6 @@ def metric_function(name: str) -> Callable[..., Correlation]:
     return two_point if name == "two_point" else lineal_path
 
 
-# --- comparisons --------------------------------------------------------------------------------
-
-
-def error_rate(f_gen: ArrayLike, f_ref: ArrayLike) -> torch.Tensor:
-    """Eq. 24: 100 * sum_r |f_gen - f_ref| / sum_r f_ref. f_gen: (..., R + 1), f_ref: (..., R + 1) -> (...) float64."""
-    f_gen, f_ref = _as_tensor(f_gen).double(), _as_tensor(f_ref).double().to(_as_tensor(f_gen).device)
-    if f_gen.shape[-1] != f_ref.shape[-1]:
-        raise UserError(f"curves have different lengths: {f_gen.shape[-1]} and {f_ref.shape[-1]} lags")
-    area = f_ref.sum(dim=-1)
-    if bool((area <= 0).any()):
-        raise UserError("the reference curve is zero everywhere (is the phase absent from the reference?)")
-    return 100.0 * (f_gen - f_ref).abs().sum(dim=-1) / area
-
-
-def isotropy(corr: Correlation) -> dict[str, torch.Tensor]:
-    """Error rate of each part (axis or plane) against the mean of the parts: 0 for an isotropic sample.
-
-    corr.parts: (*B, K, R + 1) -> {name: (*B,)}.
-    """
-    mean = corr.parts.mean(dim=-2)
-    return {name: error_rate(corr.parts[..., k, :], mean) for k, name in enumerate(corr.names)}
-
-
-def orthogonal_planes(volumes: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Slices of volumes (B, D, H, W) in the sampler's planes: yz (B, D, H, W), xz (B, H, D, W), xy (B, W, D, H)."""
-    return {"yz": volumes, "xz": volumes.permute(0, 2, 1, 3), "xy": volumes.permute(0, 3, 1, 2)}
-
-
 def plane_correlation(volumes: torch.Tensor, metric: str, r_max: int, *, periodic: bool = False) -> Correlation:
     """2D metric on the three orthogonal planes (paper protocol for a 2D reference).
 
@@ -318,39 +230,8 @@ def plane_correlation(volumes: torch.Tensor, metric: str, r_max: int, *, periodi
     return Correlation(parts_t.mean(dim=1), parts_t, PLANES)
 
 
-def random_crops(reference: torch.Tensor, size: tuple[int, ...], n_crops: int, *, seed: int = 0) -> torch.Tensor:
-    """n_crops crops of ``size`` at uniform random positions (seeded). reference: (*spatial) -> (n_crops, *size)."""
-    if len(size) != reference.dim() or any(s > n for s, n in zip(size, reference.shape)):
-        raise UserError(f"cannot crop {tuple(size)} out of a reference of shape {tuple(reference.shape)}")
-    gen = torch.Generator().manual_seed(seed)
-    crops = []
-    for _ in range(n_crops):
-        corner = [int(torch.randint(0, n - s + 1, (1,), generator=gen)) for s, n in zip(size, reference.shape)]
-        crops.append(reference[tuple(slice(c, c + s) for c, s in zip(corner, size))])
-    return torch.stack(crops)
-
-
-def natural_variability_floor(reference: torch.Tensor, size: tuple[int, ...], metric: str, r_max: int, *,
-                              n_crops: int = 64, periodic: bool = False, seed: int = 0) -> Baseline:
-    """The metric of real crops of the generated size against the full reference (the best a generator can do).
-
-    reference: (*spatial) indicator -> curves (n_crops, R + 1), errors (n_crops,).
-    """
-    fn = metric_function(metric)
-    ref = fn(reference, r_max, periodic=periodic).average
-    crops = fn(random_crops(reference, size, n_crops, seed=seed), r_max, ndim=reference.dim(), periodic=periodic).average
-    return Baseline(crops, error_rate(crops, ref))
-
-
-def shuffled_baseline(reference: torch.Tensor, metric: str, r_max: int, *, periodic: bool = False,
-                      seed: int = 0) -> Baseline:
-    """The metric of the reference with its voxels randomly permuted (right phi, no structure).
-
-    reference: (*spatial) indicator -> curves (1, R + 1), errors (1,).
-    """
-    fn = metric_function(metric)
-    gen = torch.Generator().manual_seed(seed)
-    flat = reference.flatten()
-    shuffled = flat[torch.randperm(flat.numel(), generator=gen).to(flat.device)].view_as(reference)
-    curve = fn(shuffled, r_max, periodic=periodic).average[None]
-    return Baseline(curve, error_rate(curve, fn(reference, r_max, periodic=periodic).average))
+def axis_lineal_path(volumes: np.ndarray | torch.Tensor, z: int, *, phase: int | None = None) -> list[float]:
+    """L(z) along each array axis (D, H, W) of one volume (D, H, W) or the mean over a batch (B, D, H, W)."""
+    x = torch.as_tensor(np.asarray(volumes))
+    parts = lineal_path(x, z, ndim=3, phase=phase).parts  # (B, 3, z + 1) or (3, z + 1)
+    return [float(v) for v in parts.reshape(-1, 3, z + 1).mean(0)[:, z]]

@@ -31,7 +31,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import metrics
-from .errors import UserError
+from .. import phases
+from ..errors import UserError
+from . import compare, correlation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,14 +36,14 @@ class Drift:
     first_last: float
 
 
-def block_drift(volume: metrics.ArrayLike, n_blocks: int = 3, *, axis: int | None = None,
+def block_drift(volume: phases.ArrayLike, n_blocks: int = 3, *, axis: int | None = None,
                 metric: str = "two_point", r_max: int | None = None, phase: int | None = None,
-                threshold: metrics.Threshold = None) -> Drift:
+                threshold: phases.Threshold = None) -> Drift:
     """S2 or L of ``n_blocks`` equal blocks of volume (D, H, W) along ``axis`` (a remainder is left out).
 
     r_max: default half the block's smallest side. Non-periodic estimators throughout (a block does not wrap).
     """
-    ind = metrics.binarize(volume, phase=phase, threshold=threshold)
+    ind = phases.binarize(volume, phase=phase, threshold=threshold)
     if ind.dim() != 3:
         raise UserError(f"drift needs a 3D volume, got shape {tuple(ind.shape)}")
     axis = int(np.argmax(ind.shape)) if axis is None else axis
@@ -50,29 +51,29 @@ def block_drift(volume: metrics.ArrayLike, n_blocks: int = 3, *, axis: int | Non
         raise UserError(f"cannot cut {n_blocks} blocks (need >= 2) along axis {axis} of shape {tuple(ind.shape)}")
     size = ind.shape[axis] // n_blocks
     blocks = ind.narrow(axis, 0, size * n_blocks).unflatten(axis, (n_blocks, size)).movedim(axis, 0)
-    r_max = metrics.resolve_r_max(tuple(blocks.shape[1:]), r_max, periodic=False)
-    fn = metrics.metric_function(metric)
+    r_max = correlation.resolve_r_max(tuple(blocks.shape[1:]), r_max, periodic=False)
+    fn = correlation.metric_function(metric)
     curves = fn(blocks, r_max, ndim=3).average
     whole = fn(ind, r_max).average
-    return Drift(metric, axis, curves, whole, metrics.error_rate(curves, whole),
-                 float(metrics.error_rate(curves[-1], curves[0])))
+    return Drift(metric, axis, curves, whole, compare.error_rate(curves, whole),
+                 float(compare.error_rate(curves[-1], curves[0])))
 
 
-def reference_drift(reference: metrics.ArrayLike, shape: Sequence[int], n_blocks: int = 3, *, axis: int | None = None,
+def reference_drift(reference: phases.ArrayLike, shape: Sequence[int], n_blocks: int = 3, *, axis: int | None = None,
                     metric: str = "two_point", r_max: int | None = None, n_crops: int = 16, seed: int = 0,
-                    phase: int | None = None, threshold: metrics.Threshold = None) -> torch.Tensor:
+                    phase: int | None = None, threshold: phases.Threshold = None) -> torch.Tensor:
     """Natural spread: first-vs-last block error (%) of ``n_crops`` random crops of ``shape`` of a 3D reference.
 
     Returns (n_crops,) float64; compare a generated volume's ``block_drift(...).first_last`` with it.
     """
-    ref = metrics.binarize(reference, phase=phase, threshold=threshold)
-    crops = metrics.random_crops(ref, tuple(shape), n_crops, seed=seed)
+    ref = phases.binarize(reference, phase=phase, threshold=threshold)
+    crops = compare.random_crops(ref, tuple(shape), n_crops, seed=seed)
     return torch.tensor([block_drift(c, n_blocks, axis=axis, metric=metric, r_max=r_max).first_last for c in crops],
                         dtype=torch.float64)
 
 
-def drift_report(generated: Sequence[metrics.ArrayLike], reference: metrics.ArrayLike | None, n_blocks: int, *,
-                 r_max: int | None = None, phase: int | None = None, threshold: metrics.Threshold = None,
+def drift_report(generated: Sequence[phases.ArrayLike], reference: phases.ArrayLike | None, n_blocks: int, *,
+                 r_max: int | None = None, phase: int | None = None, threshold: phases.Threshold = None,
                  n_crops: int = 16, seed: int = 0) -> dict:
     """{metric: {"axis", "n_blocks", "reference_first_last"; per volume "first_last", "block_fractions",
     "worst_to_whole"}}.
@@ -83,7 +84,7 @@ def drift_report(generated: Sequence[metrics.ArrayLike], reference: metrics.Arra
     shape = tuple(np.shape(generated[0]))
     fits = reference is not None and np.ndim(reference) == 3 and all(s <= n for s, n in zip(shape, np.shape(reference)))
     report = {}
-    for metric in metrics.METRICS:
+    for metric in correlation.METRICS:
         drifts = [block_drift(v, n_blocks, metric=metric, r_max=r_max, phase=phase, threshold=threshold)
                   for v in generated]
         natural = None
@@ -97,7 +98,7 @@ def drift_report(generated: Sequence[metrics.ArrayLike], reference: metrics.Arra
     return report
 
 
-def seam_errors(volume: metrics.ArrayLike, *, phase: int | None = None, threshold: metrics.Threshold = None,
+def seam_errors(volume: phases.ArrayLike, *, phase: int | None = None, threshold: phases.Threshold = None,
                 near: int = 2) -> dict:
     """Seam check of volume (D, H, W) where it wraps around; per-axis lists are in array-axis order (D, H, W).
 
@@ -108,19 +109,19 @@ def seam_errors(volume: metrics.ArrayLike, *, phase: int | None = None, threshol
     slice) over the same across the ``near`` interior planes next to it on each side: about 1 without a
     seam (local, so insensitive to how phi varies over the volume), several times 1 with one.
     """
-    ind = metrics.binarize(volume, phase=phase, threshold=threshold)
+    ind = phases.binarize(volume, phase=phase, threshold=threshold)
     if ind.dim() != 3 or min(ind.shape) < 2 * near + 2:
         raise UserError(f"seam check needs a 3D volume with sides >= {2 * near + 2}, got shape {tuple(ind.shape)}")
     r_max = min(ind.shape) // 2
-    s2 = [metrics.two_point(ind, r_max, periodic=p).average for p in (True, False)]
-    tiled = metrics.lineal_path(ind.repeat(2, 2, 2), r_max).parts
-    single = metrics.lineal_path(ind, r_max).parts
+    s2 = [correlation.two_point(ind, r_max, periodic=p).average for p in (True, False)]
+    tiled = correlation.lineal_path(ind.repeat(2, 2, 2), r_max).parts
+    single = correlation.lineal_path(ind, r_max).parts
     contrast = []
     for axis in range(3):
         x = ind.movedim(axis, 0)
         differ = (x != x.roll(-1, 0)).flatten(1).double().mean(1)  # plane i | i + 1; the last one wraps
         interior = torch.cat([differ[:near], differ[-1 - near:-1]]).mean()
         contrast.append(float(differ[-1] / interior.clamp_min(1e-12)))
-    return {"two_point_periodic_vs_open": float(metrics.error_rate(*s2)),
-            "lineal_path_tiled": [float(e) for e in metrics.error_rate(tiled, single)],
+    return {"two_point_periodic_vs_open": float(compare.error_rate(*s2)),
+            "lineal_path_tiled": [float(e) for e in compare.error_rate(tiled, single)],
             "interface_contrast": contrast}

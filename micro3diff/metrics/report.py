@@ -2,7 +2,7 @@
 
 Protocol (paper 3.5, DESIGN 1.4): a 3D reference gets 3D metrics of each generated volume; a 2D
 reference gets 2D metrics, on the three orthogonal planes of each generated volume (or on generated
-2D images directly). Conventions of the curves and of the error rate are those of ``micro3diff.metrics``.
+2D images directly). Conventions of the curves and of the error rate are those of ``micro3diff.metrics.correlation``.
 
 For each metric the report holds the reference curve, the generated mean and spread over samples,
 the error rate of the mean curve (the paper's number) and of every sample, errors per axis (3D) or
@@ -13,23 +13,20 @@ its distance to these two.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import math
-from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics
-from .errors import UserError
-from .checks import writable_outputs
-from .io import atomic_path, provenance, voxel_size3, write_json
+from .. import axes, phases
+from ..errors import UserError
+from ..io.arrays import voxel_size3
+from ..io.files import provenance
+from . import compare, correlation
 
 Mode = Literal["3d", "2d"]
-LABELS = {"two_point": "S2", "lineal_path": "L"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,15 +73,15 @@ def _spread(t: torch.Tensor) -> torch.Tensor:
     return t.std(dim=0) if t.shape[0] > 1 else torch.zeros_like(t[0])
 
 
-def _threshold_value(values: Sequence[np.ndarray], threshold: metrics.Threshold) -> float | None:
+def _threshold_value(values: Sequence[np.ndarray], threshold: phases.Threshold) -> float | None:
     if threshold != "otsu":
         return None if threshold is None else float(threshold)
-    return metrics.otsu_threshold(np.concatenate([v.ravel() for v in values]))
+    return phases.otsu_threshold(np.concatenate([v.ravel() for v in values]))
 
 
 def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarray | torch.Tensor, *,
              mode: Mode | None = None, r_max: int | None = None, periodic: bool = False, phase: int | None = None,
-             threshold: metrics.Threshold = None, names: Sequence[str] | None = None, n_crops: int = 64,
+             threshold: phases.Threshold = None, names: Sequence[str] | None = None, n_crops: int = 64,
              seed: int = 0, progress: bool = False, voxel_size: float | Sequence[float] | None = None,
              unit: str = "um") -> EvaluationReport:
     """S2 and L of generated volumes (D, H, W) (or 2D images (H, W) in 2d mode) against a reference.
@@ -112,11 +109,11 @@ def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarr
     if len(shape) != 3 and not (mode == "2d" and len(shape) == 2):
         raise UserError(f"generated samples must be 3D volumes{' or 2D images' if mode == '2d' else ''}, got shape {shape}")
     t = _threshold_value([ref_np, *arrays], threshold)
-    ref = metrics.binarize(ref_np, phase=phase, threshold=t)
-    gen = torch.stack([metrics.binarize(a, phase=phase, threshold=t) for a in arrays])
+    ref = phases.binarize(ref_np, phase=phase, threshold=t)
+    gen = torch.stack([phases.binarize(a, phase=phase, threshold=t) for a in arrays])
     planes = mode == "2d" and len(shape) == 3
     sample_size = shape[1:] if planes else shape  # crops for the floor: the xy-slice size in 2d mode
-    r_max = metrics.resolve_r_max(tuple(shape) + tuple(ref.shape), r_max, periodic)
+    r_max = correlation.resolve_r_max(tuple(shape) + tuple(ref.shape), r_max, periodic)
     notes = []
     spacing = voxel_size3(voxel_size)
     if spacing and len(set(spacing)) > 1:
@@ -138,13 +135,13 @@ def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarr
     reports = {}
     steps = 2 * (len(arrays) + 2 + floor_possible)
     with tqdm(total=steps, desc="evaluate", unit="curve", disable=not progress) as bar:
-        for name in metrics.METRICS:
-            fn = metrics.metric_function(name)
+        for name in correlation.METRICS:
+            fn = correlation.metric_function(name)
             ref_corr = fn(ref, r_max, periodic=periodic)
             bar.update()
             curves = []
             for v in gen:
-                curves.append(metrics.plane_correlation(v[None], name, r_max, periodic=periodic) if planes
+                curves.append(correlation.plane_correlation(v[None], name, r_max, periodic=periodic) if planes
                               else fn(v, r_max, periodic=periodic))
                 bar.update()
             average = torch.stack([c.average.reshape(-1) for c in curves])  # (V, R + 1)
@@ -155,14 +152,14 @@ def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarr
             ref_parts = ref_corr.parts if mode == "3d" else ref_corr.average.expand_as(mean_parts)
             floor = None
             if floor_possible:
-                fl = metrics.natural_variability_floor(ref, tuple(sample_size), name, r_max, n_crops=n_crops,
+                fl = compare.natural_variability_floor(ref, tuple(sample_size), name, r_max, n_crops=n_crops,
                                                        periodic=periodic, seed=seed)
                 floor = {"errors_mean": float(fl.errors.mean()), "errors_std": float(_spread(fl.errors[:, None])),
-                         "error_of_mean": float(metrics.error_rate(fl.curves.mean(dim=0), ref_corr.average)),
+                         "error_of_mean": float(compare.error_rate(fl.curves.mean(dim=0), ref_corr.average)),
                          "n_crops": n_crops, "crop_size": list(sample_size),
                          "curve_mean": _list(fl.curves.mean(dim=0)), "curve_std": _list(_spread(fl.curves))}
                 bar.update()
-            base = metrics.shuffled_baseline(ref, name, r_max, periodic=periodic, seed=seed)
+            base = compare.shuffled_baseline(ref, name, r_max, periodic=periodic, seed=seed)
             bar.update()
             reports[name] = MetricReport(
                 metric=name,
@@ -171,18 +168,18 @@ def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarr
                 generated_mean=_list(average.mean(dim=0)),
                 generated_std=_list(_spread(average)),
                 generated_parts={k: _list(mean_parts[i]) for i, k in enumerate(part_names)},
-                error_of_mean=float(metrics.error_rate(average.mean(dim=0), ref_corr.average)),
-                errors=_list(metrics.error_rate(average, ref_corr.average)),
-                part_errors={k: float(e) for k, e in zip(part_names, metrics.error_rate(mean_parts, ref_parts))},
-                isotropy={k: float(e) for k, e in metrics.isotropy(
-                    metrics.Correlation(average.mean(dim=0), mean_parts, part_names)).items()},
+                error_of_mean=float(compare.error_rate(average.mean(dim=0), ref_corr.average)),
+                errors=_list(compare.error_rate(average, ref_corr.average)),
+                part_errors={k: float(e) for k, e in zip(part_names, compare.error_rate(mean_parts, ref_parts))},
+                isotropy={k: float(e) for k, e in compare.isotropy(
+                    correlation.Correlation(average.mean(dim=0), mean_parts, part_names)).items()},
                 floor=floor,
                 baseline={"error": float(base.errors[0]), "curve": _list(base.curves[0])},
             )
     return EvaluationReport(
         mode=mode, r_max=r_max, periodic=periodic, phase=1 if phase is None else phase, threshold=t,
-        reference={"shape": list(ref.shape), "volume_fraction": float(metrics.volume_fraction(ref))},
-        generated=[{"name": n, "shape": list(shape), "volume_fraction": float(metrics.volume_fraction(g))}
+        reference={"shape": list(ref.shape), "volume_fraction": float(correlation.volume_fraction(ref))},
+        generated=[{"name": n, "shape": list(shape), "volume_fraction": float(correlation.volume_fraction(g))}
                    for n, g in zip(names, gen)],
         metrics=reports, notes=notes, provenance=provenance(),
         voxel_size=list(spacing) if spacing else None, unit=unit if spacing else None,
@@ -191,7 +188,7 @@ def evaluate(generated: Sequence[np.ndarray | torch.Tensor], reference: np.ndarr
 
 def format_table(report: EvaluationReport) -> str:
     """A short text table of the error rates (%)."""
-    planes = set(next(iter(report.metrics.values())).part_errors) == set(metrics.PLANES)
+    planes = set(next(iter(report.metrics.values())).part_errors) == set(axes.PLANES)
     head = f"{'metric':<6} {'mean curve':>10} {'per sample':>15} {'floor/crop':>15} {'floor mean':>10} " \
            f"{'baseline':>8}  worst {'plane' if planes else 'axis'}"
     rows = [head]
@@ -201,70 +198,8 @@ def format_table(report: EvaluationReport) -> str:
         floor = f"{fl['errors_mean']:.2f} ± {fl['errors_std']:.2f}" if fl else "-"
         floor_mean = f"{fl['error_of_mean']:.2f}" if fl else "-"
         worst = max(m.part_errors, key=m.part_errors.get)
-        rows.append(f"{LABELS[name]:<6} {m.error_of_mean:>10.2f} {per:>15} {floor:>15} {floor_mean:>10} "
+        rows.append(f"{correlation.LABELS[name]:<6} {m.error_of_mean:>10.2f} {per:>15} {floor:>15} {floor_mean:>10} "
                     f"{m.baseline['error']:>8.2f}  {worst} {m.part_errors[worst]:.2f}")
     rows.append(f"reference phi = {report.reference['volume_fraction']:.4f}; generated phi = "
                 f"{np.mean([g['volume_fraction'] for g in report.generated]):.4f} (mean of {len(report.generated)})")
     return "\n".join(rows)
-
-
-def _csv_rows(report: EvaluationReport) -> list[tuple[str, str, int, float]]:
-    rows = []
-    for name, m in report.metrics.items():
-        curves = {"reference": m.reference, "generated_mean": m.generated_mean, "generated_std": m.generated_std,
-                  "baseline": m.baseline["curve"]}
-        curves |= {f"reference_{k}": v for k, v in m.reference_parts.items()}
-        curves |= {f"generated_{k}": v for k, v in m.generated_parts.items()}
-        if m.floor:
-            curves |= {"floor_mean": m.floor["curve_mean"], "floor_std": m.floor["curve_std"]}
-        rows += [(name, curve, r, v) for curve, values in curves.items() for r, v in enumerate(values)]
-    return rows
-
-
-def _plot(m: MetricReport, path: Path, voxel: float, unit: str) -> None:
-    """Two panels (average; per axis / plane) with lags r in ``unit`` (``voxel`` per voxel)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    r = voxel * np.arange(len(m.reference))
-    label = LABELS[m.metric]
-    fig, (ax, ax_parts) = plt.subplots(1, 2, figsize=(11, 4.2))
-    mean, std = np.array(m.generated_mean), np.array(m.generated_std)
-    ax.plot(r, m.reference, "k-", lw=2, label="reference")
-    ax.plot(r, mean, "C0-", label=f"generated (error {m.error_of_mean:.2f} %)")
-    ax.fill_between(r, mean - std, mean + std, color="C0", alpha=0.25, label="generated ± std")
-    if m.floor:
-        fm, fs = np.array(m.floor["curve_mean"]), np.array(m.floor["curve_std"])
-        ax.fill_between(r, fm - fs, fm + fs, color="0.5", alpha=0.25,
-                        label=f"reference crops ± std (floor {m.floor['errors_mean']:.2f} %)")
-    ax.plot(r, m.baseline["curve"], "C3--", label=f"shuffled baseline ({m.baseline['error']:.2f} %)")
-    ax.set(xlabel=f"r ({unit})", ylabel=f"{label}(r)", title=f"{label}: reference vs generated")
-    ax.legend(fontsize=8)
-    for i, (k, v) in enumerate(m.generated_parts.items()):
-        ax_parts.plot(r, v, f"C{i}-", label=f"generated {k} ({m.part_errors[k]:.2f} %)")
-    for i, (k, v) in enumerate(m.reference_parts.items()):
-        ax_parts.plot(r, v, f"C{i + 3}:", label=f"reference {k}")
-    ax_parts.set(xlabel=f"r ({unit})", ylabel=f"{label}(r)", title=f"{label} per axis / plane")
-    ax_parts.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-def write_report(report: EvaluationReport, out_dir: str | Path) -> list[Path]:
-    """Write report.json, curves.csv (metric, curve, r, value) and one PNG per metric; returns the paths."""
-    out_dir = Path(out_dir)
-    paths = [out_dir / "report.json", out_dir / "curves.csv"] + [out_dir / f"{n}.png" for n in report.metrics]
-    writable_outputs([*paths, out_dir / "drift.json"])
-    write_json(paths[0], report)
-    with atomic_path(paths[1]) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["metric", "curve", "r", "value"])
-        writer.writerows((n, c, r, f"{v:.10g}" if math.isfinite(v) else "nan") for n, c, r, v in _csv_rows(report))
-    cubic = report.voxel_size is not None and len(set(report.voxel_size)) == 1
-    for m, path in zip(report.metrics.values(), paths[2:]):
-        _plot(m, path, *((report.voxel_size[0], report.unit) if cubic else (1.0, "voxels")))
-    return paths

@@ -21,11 +21,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .errors import UserError
-from .io import ARRAY_SUFFIXES, read_array, read_voxel_size, voxel_size3
+from ..axes import plane_slices
+from ..errors import UserError
+from ..io.arrays import ARRAY_SUFFIXES, read_array, read_voxel_size, voxel_size3
+from ..phases import binary_labels, multiphase_labels, parse_threshold
 
-AXES = ("0", "1", "2", "all")
-MAX_LABELS = 16  # integer images with 3..MAX_LABELS distinct values are reported as label images
+AXIS_CHOICES = ("0", "1", "2", "all")  # --axis: slice 3D sources along one array axis or all three
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ class DataConfig:
         object.__setattr__(self, "threshold", parse_threshold(self.threshold))
         if not self.paths:
             raise UserError("no training data given")
-        if self.axis not in AXES:
-            raise UserError(f"axis must be one of {', '.join(AXES)}, got {self.axis!r}")
+        if self.axis not in AXIS_CHOICES:
+            raise UserError(f"axis must be one of {', '.join(AXIS_CHOICES)}, got {self.axis!r}")
         if self.image_size < 1:
             raise UserError(f"image size must be positive, got {self.image_size}")
         if self.phases < 2:
@@ -66,90 +67,6 @@ class DataConfig:
     def channels(self) -> int:
         """Model channels: 1 for two phases, K for K-phase one-hot."""
         return 1 if self.phases == 2 else self.phases
-
-
-def parse_threshold(value: float | str | None) -> float | str | None:
-    """None, "otsu" or a float (from a number or numeric string); UserError otherwise."""
-    if value is None or isinstance(value, (int, float)):
-        return None if value is None else float(value)
-    if value.strip().lower() == "otsu":
-        return "otsu"
-    try:
-        return float(value)
-    except ValueError:
-        raise UserError(f"threshold must be a number or 'otsu', got {value!r}") from None
-
-
-def otsu_threshold(values: np.ndarray) -> float:
-    """Otsu's threshold: the t maximising the between-class variance of {v <= t} and {v > t}.
-
-    Exact on integer images (one histogram bin per value), 256 bins otherwise. UserError for NaN/inf or a
-    constant input.
-    """
-    v = np.asarray(values).ravel()
-    if v.dtype.kind == "f" and not np.isfinite(v).all():
-        raise UserError("input contains NaN or infinite values")
-    if v.size == 0 or v.min() == v.max():
-        raise UserError(f"cannot threshold a constant input (all values {v.min() if v.size else 'missing'})")
-    if np.issubdtype(v.dtype, np.integer) or v.dtype == bool:
-        lo = int(v.min())
-        hist = np.bincount((v.astype(np.int64) - lo)).astype(np.float64)
-        centers = lo + np.arange(hist.size, dtype=np.float64)
-    else:
-        hist, edges = np.histogram(v.astype(np.float64), bins=256)
-        hist, centers = hist.astype(np.float64), (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist) / hist.sum()                       # weight of class {v <= centers[i]}
-    mu = np.cumsum(hist * centers) / hist.sum()             # its unnormalised mean
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (mu[-1] * w0 - mu) ** 2 / (w0 * (1 - w0))
-    between[~np.isfinite(between)] = -1.0
-    return float(centers[int(np.argmax(between))])
-
-
-def _distinct(arr: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (bincount for 8-bit data, which is most of it)."""
-    if arr.dtype in (np.uint8, np.bool_):
-        return np.flatnonzero(np.bincount(arr.ravel().view(np.uint8), minlength=2)).astype(arr.dtype)
-    return np.unique(arr)
-
-
-def _is_integral(values: np.ndarray) -> bool:
-    return values.dtype == bool or np.issubdtype(values.dtype, np.integer) or bool(np.all(values == np.round(values)))
-
-
-def binary_labels(arr: np.ndarray, name: str, threshold: float | str | None) -> tuple[np.ndarray, float | None]:
-    """Two-phase labels (uint8 0/1) of ``arr`` and the threshold used (None for binary input)."""
-    if threshold is not None:
-        t = otsu_threshold(arr) if threshold == "otsu" else float(threshold)
-        return (arr > t).astype(np.uint8), t
-    if arr.dtype == bool:
-        return arr.astype(np.uint8), None
-    values = _distinct(arr)
-    if set(values.tolist()) <= {0, 1}:
-        return arr.astype(np.uint8), None
-    if set(values.tolist()) <= {0, 255}:
-        return (arr > 0).astype(np.uint8), None
-    if _is_integral(values) and 3 <= values.size <= MAX_LABELS:
-        raise UserError(f"{name} looks like a {values.size}-phase label image (values {values.tolist()}); use "
-                        f"--phases {values.size} for one-hot multiphase training, or --threshold to binarise it")
-    raise UserError(f"{name} is not binary ({values.size} distinct values in [{values.min()}, {values.max()}]); "
-                    f"pass --threshold VALUE or --threshold otsu")
-
-
-def multiphase_labels(arrays: list[np.ndarray], names: list[str], phases: int) -> tuple[list[np.ndarray], list]:
-    """K-phase labels (uint8 0..K-1) of integer label images: the K distinct values of all files, in sorted order.
-
-    Returns the labels and the original value of each phase.
-    """
-    distinct = [_distinct(a) for a in arrays]
-    for d, name in zip(distinct, names):
-        if not _is_integral(d):
-            raise UserError(f"{name} has non-integer values; --phases K needs integer label images")
-    values = np.unique(np.concatenate(distinct))
-    if values.size != phases:
-        raise UserError(f"the images hold {values.size} distinct values {values.tolist()[:20]}, but --phases is "
-                        f"{phases}")
-    return [np.searchsorted(values, a).astype(np.uint8) for a in arrays], values.tolist()
 
 
 def _source_files(path: Path) -> list[Path]:
@@ -238,7 +155,7 @@ class TrainingImages:
         return {"x_mean": [float(m) for m in mean], "x_var": [float(1 - m * m) for m in mean]}
 
     def checkpoint_data(self, plane: str | None = None) -> dict:
-        """The ``data`` dict stored in model checkpoints (see checkpoint.py)."""
+        """The ``data`` dict stored in model checkpoints (see ``micro3diff.io.checkpoint``)."""
         cfg = self.config
         data = {"image_size": cfg.image_size, "channels": cfg.channels, "phases": cfg.phases,
                 "scaling": "x = 2*I - 1" if cfg.phases == 2 else "x = 2*onehot(I) - 1",
@@ -288,16 +205,6 @@ def load_training_images(config: DataConfig) -> TrainingImages:
             stacks.append(plane_slices(lab, a))
             stack_names.append(f"{name} (slices along axis {a})")
     return TrainingImages(stacks, stack_names, config, info)
-
-
-def plane_slices(volume: np.ndarray, axis: int) -> np.ndarray:
-    """(D, H, W) -> (N, h, w) slices along ``axis`` oriented as the sampler presents that plane to the model.
-
-    The sampler's rotation (d, h, w) -> (h, w, d) makes axis 0, 1, 2 the slice axis of planes yz, xz, xy
-    with images (H, W), (W, D), (D, H): a cyclic shift of the axes, not ``np.moveaxis`` (which would
-    transpose the xz images and matter for per-plane models trained without augmentation).
-    """
-    return volume.transpose(axis, (axis + 1) % 3, (axis + 2) % 3)
 
 
 class CropSampler:

@@ -72,7 +72,8 @@ def sample(model: ModelLike | Mapping[str, ModelLike], shape: int | Sequence[int
 
     ``model``: a name, path or ``Checkpoint``, or {"yz", "xz", "xy"} of them. ``volume_fraction``: as
     ``sampling.resolve_volume_fraction`` (default: steer to the training fractions when recorded, like
-    ``m3d sample``), or "anchors" (the anchored voxels' fractions; for serial sections). ``prior``: "standard" (N(0, I)) or "data" (q(x_T) from the training data). ``fast``: the
+    ``m3d sample``), or "anchors" (the anchored voxels' fractions; for serial sections). ``prior``:
+    "standard" (N(0, I)) or "data" (q(x_T) from the training data). ``fast``: the
     fast path (``SamplerOptions.fast``). ``anchors``: measured slices every volume must contain exactly, as
     ``micro3diff.anchors.Anchor`` s or (axis, index, image array or file) triples, axis "x" | "y" | "z"
     (array axis D | H | W); images are phase-mapped like the model's training images. Other keyword arguments

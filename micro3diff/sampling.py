@@ -72,7 +72,8 @@ def run_settings(ckpts: dict[str, Checkpoint], shape: tuple[int, int, int], devi
                  **fields: Any) -> SamplerSettings:
     """The ``SamplerSettings`` of a run from checkpoints: ``prior`` "standard" (N(0, I)) or "data" (the first
     checkpoint's q(x_T)), ``fast``: ``SamplerOptions.fast(device)``, ``volume_fraction`` as
-    ``resolve_volume_fraction`` or "anchors" (the anchored voxels' fractions); other fields (steps, n_harmonize, method, eta, seed, max_batch, periodic, ...)
+    ``resolve_volume_fraction`` or "anchors" (the anchored voxels' fractions); other fields (steps,
+    n_harmonize, method, eta, seed, max_batch, periodic, ...)
     as ``SamplerSettings.make``."""
     from .anchors import Anchors
     from .diffusion.network import SamplerOptions
@@ -136,7 +137,8 @@ def write_samples(models: dict[str, str], out_dir: Path, *, shape: tuple[int, in
     Volume i uses seed + i. Volumes whose files all exist are skipped (UserError if their sidecar records
     other settings) unless ``overwrite``. ``anchor_specs``, ``stack_spec``, ``every``: ``--anchor``, ``--anchors``,
     ``--every`` (``anchors.from_cli``); ``estimate``: also write ``<stem>_estimate``, the anchored volumes'
-    voxel-by-voxel best guess (``anchors.point_estimate``; skipped volumes are read back). ``settings``: the rest of ``run_settings``'s keywords (fast,
+    voxel-by-voxel best guess (``anchors.point_estimate``; skipped volumes are read back). ``settings``: the
+    rest of ``run_settings``'s keywords (fast,
     volume_fraction, max_batch, periodic). ``bar``: a tqdm-like progress bar, one tick per step. Yields one
     line per volume (written or skipped).
     """

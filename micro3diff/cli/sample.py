@@ -125,7 +125,8 @@ def sample(model: str | None, plane_specs: tuple[str, ...], size: int | None, sh
                           seed=seed, device=device, suffixes=_formats(fmt), stem=stem, overwrite=overwrite,
                           voxel_size=voxel_size, unit=unit, preset=preset, steps=steps, n_harmonize=n_harmonize,
                           method=method, eta=eta, prior=prior_mode, anchor_specs=anchor_specs, stack_spec=stack_spec,
-                          every=every, estimate=estimate, bar=progress_bar(total=0, desc="sampling", unit="step", leave=False),
+                          every=every, estimate=estimate,
+                          bar=progress_bar(total=0, desc="sampling", unit="step", leave=False),
                           fast=fast, volume_fraction=_volume_fraction(vf_spec), max_batch=max_batch, periodic=periodic)
     for line in lines:
         say(line)

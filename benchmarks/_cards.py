@@ -4,16 +4,19 @@ cards micro3diff/models/<case>.md, from the checkpoint and its rows in benchmark
 from __future__ import annotations
 
 import json
+import shlex
 
 from _bench import REPO, RESULTS
-from _cases import CASES, DATA_TEXT
+from _cases import CASES, DATA_TEXT, calibrate_command
 from micro3diff.metrics import correlation
+from quality_report import setting_label
 
 MODELS = REPO / "micro3diff" / "models"
 
 
-def write_card(case: str) -> None:
-    """micro3diff/models/<case>.md from the shipped checkpoint and its rows in benchmarks/results/quality.json."""
+def write_card(case: str, a) -> None:
+    """micro3diff/models/<case>.md from the shipped checkpoint and its rows in benchmarks/results/quality.json
+    (``a``: reproduce_paper's arguments, for the data paths)."""
     from micro3diff.io.checkpoint import load_checkpoint
 
     ck = load_checkpoint(case)
@@ -22,7 +25,8 @@ def write_card(case: str) -> None:
     size_mib = ck.path.stat().st_size / 2**20
     qpath = RESULTS / "quality.json"
     rows = [r for r in (json.loads(qpath.read_text())["rows"] if qpath.is_file() else [])
-            if r["case"] == case and r["model_sha256"] == ck.sha256[:16]]
+            if r["case"] == case and r["model_sha256"] == ck.sha256[:16] or r["case"] == case and r["model"] == case
+            and r["training_step"] == tr["step"]]  # also the rows of these weights before the header gained moments
     lines = [f"# `{case}`: {CASES[case]['title']}", "",
              "A small 2D v-prediction U-Net with a zero-terminal-SNR noise schedule, trained **on a shared 2-core CPU "
              "for about 50 minutes** (a time box, not convergence). It is not the paper's model: the paper trains a "
@@ -37,6 +41,9 @@ def write_card(case: str) -> None:
              f"`benchmarks/reproduce_paper.py --stages data`. Training is deterministic on CPU.",
              f"* Shipped weights: the EMA weights of step {tr['step']}, stored as float16 "
              f"({size_mib:.2f} MiB), exported by `benchmarks/reproduce_paper.py --stages ship`.",
+             f"* x0-hat moments (the volume-fraction control's variance target), measured on "
+             f"{ck.x0_moments.crops if ck.x0_moments else 0} training crops at 64 timesteps by "
+             f"`m3d {shlex.join(calibrate_command(case, a))}` (the ship stage runs it).",
              f"* Batch {tr['batch']}, AdamW lr {tr['lr']} (100 warm-up steps), EMA {tr['ema']}, seed {tr['seed']}, "
              f"training crop {ck.data['image_size']} x {ck.data['image_size']}, 8-fold dihedral augmentation, "
              f"schedule {ck.schedule.kind} (betas {ck.schedule.beta_start:g}..{ck.schedule.beta_end:g} rescaled to "
@@ -46,7 +53,8 @@ def write_card(case: str) -> None:
              f"Fully convolutional: it samples 64^3 (or any multiple of {u.divisor}) volumes.", "",
              "## Use", "", "```", f"m3d sample {case} --size 64 --count 10 --preset fast -o out/",
              f"m3d sample {case} --size 64 --preset preview -o out/      # 49 calls: a quick look", "```", "",
-             "`--volume-fraction auto` (the default) steers every denoiser call to the training data's phase fraction; "
+             "`--volume-fraction auto` (the default) steers every denoiser call to the training data's phase fraction, "
+             "x0-hat scaled to the variance the model gives on real images at that noise level; "
              "without it (`--volume-fraction off`) multi-plane sampling erodes the minority phase (see "
              "`benchmarks/results/quality.md`).", ""]
     if rows:
@@ -56,7 +64,7 @@ def write_card(case: str) -> None:
                   "L shuffled |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             m2, ml = r["metrics"]["two_point"], r["metrics"]["lineal_path"]
-            lines.append(f"| {r['mode']} | {r['setting']} | {r['size']} x {r['count']} | {r['nfe']} | "
+            lines.append(f"| {r['mode']} | {setting_label(r)} | {r['size']} x {r['count']} | {r['nfe']} | "
                          f"{r['phi_generated']['mean']:.3f} ({r['phi_reference']:.3f}) | "
                          f"{m2['error_per_volume']['mean']:.1f} ± {m2['error_per_volume']['std']:.1f} | "
                          f"{m2['floor_volume']['mean']:.1f} | {m2['shuffled']:.1f} | "

@@ -34,6 +34,13 @@ def data_path(case: str, a) -> Path:
     return Path(a.carbonate) if spec["data"] is None else Path(a.root) / "data" / spec["data"]
 
 
+def calibrate_command(case: str, a) -> list[str]:
+    """``m3d calibrate`` of the shipped model on its training data (the x0-hat moments of the vf control)."""
+    train = CASES[case]["train"]
+    axis = train[train.index("--axis") + 1] if "--axis" in train else "0"
+    return ["calibrate", case, str(data_path(case, a)), "--axis", axis]
+
+
 def train_steps(case: str) -> int:
     return int(CASES[case]["steps"])
 

@@ -6,10 +6,13 @@ same size, the shuffled baseline, error / floor, U-Net calls and seconds per vol
 model alone: 2D samples against the reference images, with the floor of real crops of the same size.
 
 Rows accumulate in benchmarks/results/quality.json (a row is keyed by case, model, setting, size, count and
-seed; an existing key is skipped unless --redo), and quality.md is rewritten from all rows each run.
+seed; an existing key is skipped unless --redo), and quality.md is rewritten from all rows each run. Each 3D
+volume is kept in runs/quality_cache/ as it is made, so a killed run resumes at its next volume.
 
 Settings (``--settings``, comma-separated): a preset name with ``+``-joined overrides, e.g. ``preview``,
-``fast``, ``preview+h1``, ``fast+s50+h6``, ``preview+vf`` (volume-fraction control at the training data's phi),
+``fast``, ``preview+h1``, ``fast+s50+h6``, ``preview+vf`` (volume-fraction control at the training data's phi, with the model's x0-hat moments where
+its checkpoint has them: rule "variance+shift"), ``preview+vfq`` (the same control with the shift alone, rule
+"shift"; the only rule before the checkpoints carried moments),
 ``preview+ddim1`` (DDIM eta = 1: posterior variance beta-tilde), ``preview+prior`` (x_T from q(x_T) on the data's
 moments), ``preview+norot`` (no plane rotation: stacked 2D samples).
 
@@ -25,6 +28,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import _bench
@@ -35,20 +39,25 @@ from micro3diff.diffusion.sampler import sample_volume
 from micro3diff.diffusion.schedule import NoiseSchedule
 from micro3diff.diffusion.settings import sampler_settings
 from micro3diff.io.checkpoint import load_checkpoint, resolve
-from micro3diff.io.files import provenance, write_json
+from micro3diff.axes import PLANES
+from micro3diff.io.files import atomic_path, provenance, write_json
 from micro3diff.metrics import correlation, protocol
 from micro3diff.phases import to_phases
+
+CACHE = Path("runs/quality_cache")  # one .npz per finished volume of a row, for resuming
 
 
 def parse_setting(spec: str) -> dict:
     """'fast+s50+h6+vf' -> sampler keyword arguments and flags (see the module docstring)."""
     preset, *mods = spec.split("+")
-    out: dict = {"preset": preset, "vf": False, "prior": False, "rotate": True}
+    out: dict = {"preset": preset, "vf": False, "vf_shift_only": False, "prior": False, "rotate": True}
     for m in mods:
         if m[:1] in "sh" and m[1:].isdigit():
             out["steps" if m[0] == "s" else "n_harmonize"] = int(m[1:])
         elif m in ("vf", "prior"):
             out[m] = True
+        elif m == "vfq":
+            out.update(vf=True, vf_shift_only=True)
         elif m == "norot":
             out["rotate"] = False
         elif m.startswith("ddim"):
@@ -77,22 +86,38 @@ def run_row(case: str, model: str, spec: str, a) -> dict:
         gen = to_phases(imgs).cpu()
         nfe = cfg.steps
     else:
+        moments = ckpt.x0_moments if st["vf"] and not st["vf_shift_only"] else None
+        vf_rule = None if not st["vf"] else "variance+shift" if moments else "shift"
+        what = [case, ckpt.sha256, spec, a.size, a.seed, str(a.results.resolve())]  # harnesses: their own folder
+        cache = CACHE / hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+        cache.mkdir(parents=True, exist_ok=True)
         for i in range(a.count):
+            done = cache / f"volume_{i}.npz"
+            if done.is_file():  # made by an earlier, interrupted run of this row
+                with np.load(done) as f:
+                    labels.append(torch.from_numpy(f["labels"]))
+                    seconds.append(float(f["seconds"]))
+                    nfe = int(f["nfe"])
+                continue
             res = sample_volume(ckpt.model, sched, (a.size,) * 3, 1, preset=st["preset"], seed=a.seed + i,
                                 rotate=st["rotate"], prior=prior, volume_fraction=vf, device=a.device,
+                                x0_moments=dict.fromkeys(PLANES, moments) if moments else None,
                                 options=SamplerOptions.fast(a.device), **kw)
             seconds.append(res.seconds)
             labels.append(res.phases[0].cpu())
+            nfe = res.nfe
+            with atomic_path(done) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, labels=labels[-1].numpy(), seconds=res.seconds, nfe=nfe)
             print(f"  {case} {spec} volume {i + 1}/{a.count}: phi {labels[-1].float().mean():.3f}, "
                   f"{res.seconds:.1f} s", flush=True)
         gen = torch.stack(labels)
-        nfe = res.nfe
     mode = "2d-model" if a.two_d else CASES[case]["mode"]
     r_max = min(gen.shape[1:]) // 2
     row = {"case": case, "model": model, "model_sha256": ckpt.sha256[:16], "schedule": ckpt.schedule.__dict__,
            "training_step": ckpt.training.get("step"), "setting": spec, "mode": mode, "size": a.size,
            "count": a.count, "seed": a.seed, "nfe": nfe, "seconds_per_volume": protocol.summary(torch.tensor(seconds)),
-           "threads": torch.get_num_threads(), "phi_reference": phi_ref,
+           "threads": torch.get_num_threads(), "phi_reference": phi_ref, "vf_rule": None if a.two_d else vf_rule,
            "phi_generated": protocol.summary(gen.flatten(1).double().mean(1)), "metrics": {}}
     for name in correlation.METRICS:
         if a.two_d:
@@ -112,6 +137,12 @@ def key(row: dict) -> tuple:
     return (row["case"], row["model_sha256"], row["setting"], row["mode"], row["size"], row["count"], row["seed"])
 
 
+def setting_label(row: dict) -> str:
+    """The setting, with the volume-fraction rule of a 3D row (rows made before rules had names: "shift")."""
+    vf = row["mode"] != "2d-model" and "+vf" in row["setting"]
+    return f"{row['setting']} ({row.get('vf_rule') or 'shift'})" if vf else row["setting"]
+
+
 def write_md(rows: list[dict], results: Path) -> None:
     lines = ["# Quality: generated vs reference (error rates eq. 24, %)", "",
              "Written by `benchmarks/quality_report.py` from `quality.json`. Per-volume errors are mean ± sd over "
@@ -123,7 +154,7 @@ def write_md(rows: list[dict], results: Path) -> None:
              "L shuffled |", "|" + "---|" * 18]
     for r in rows:
         cells = [r["case"], r["mode"], f"{Path(r['model']).parent.name or r['model']} ({r['training_step']}, "
-                 f"{r['schedule']['kind']}/{r['schedule'].get('prediction', 'eps')})", r["setting"],
+                 f"{r['schedule']['kind']}/{r['schedule'].get('prediction', 'eps')})", setting_label(r),
                  f"{r['size']} x {r['count']}", str(r["nfe"]), f"{r['seconds_per_volume']['mean']:.1f}",
                  f"{r['phi_generated']['mean']:.3f} ± {r['phi_generated']['std']:.3f} ({r['phi_reference']:.3f})"]
         for name in correlation.METRICS:

@@ -38,7 +38,7 @@ import torch
 import _bench
 from _bench import REPO, RESULTS
 from _cards import paper_cases_lines, write_card
-from _cases import CASES, data_path, reference_images, train_command, train_steps
+from _cases import CASES, calibrate_command, data_path, reference_images, train_command, train_steps
 from micro3diff.io.files import provenance, write_json
 from micro3diff.metrics import correlation, protocol
 from micro3diff.phases import binarize
@@ -120,6 +120,7 @@ def stage_ship(case: str, a) -> None:
         data.update(load_training_images(config.data).moments())
     save_checkpoint(target, load_file(str(run / "model.safetensors")), UNetConfig.from_dict(cfg["unet"]),
                     ScheduleConfig(**cfg["schedule"]), data, training, dtype=torch.float16)
+    _bench.run_m3d(*calibrate_command(case, a))  # the final weights' x0-hat moments, into the shipped file
     for p in (target, Path(f"{target}.json")):
         p.chmod(0o644)
     print(f"shipped {target} ({target.stat().st_size / 2**20:.2f} MiB, step {rec['step']})", flush=True)
@@ -275,7 +276,7 @@ def main() -> None:
         raise SystemExit(f"unknown case or stage {bad!r}")
     funcs = {"data": stage_data, "train": stage_train, "ship": stage_ship, "sample": stage_sample,
              "evaluate": stage_evaluate, "figures": stage_figures,
-             "cards": lambda case, a: write_card(case)}
+             "cards": lambda case, a: write_card(case, a)}
     for stage in STAGES:
         if stage not in stages:
             continue

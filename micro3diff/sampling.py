@@ -72,9 +72,9 @@ def run_settings(ckpts: dict[str, Checkpoint], shape: tuple[int, int, int], devi
                  **fields: Any) -> SamplerSettings:
     """The ``SamplerSettings`` of a run from checkpoints: ``prior`` "standard" (N(0, I)) or "data" (the first
     checkpoint's q(x_T)), ``fast``: ``SamplerOptions.fast(device)``, ``volume_fraction`` as
-    ``resolve_volume_fraction`` or "anchors" (the anchored voxels' fractions); other fields (steps,
-    n_harmonize, method, eta, seed, max_batch, periodic, ...)
-    as ``SamplerSettings.make``."""
+    ``resolve_volume_fraction`` or "anchors" (the anchored voxels' fractions), steered with the models' x0-hat
+    moments where every model has them; other fields (steps, n_harmonize, method, eta, seed, max_batch,
+    periodic, ...) as ``SamplerSettings.make``."""
     from .anchors import Anchors
     from .diffusion.network import SamplerOptions
     from .diffusion.settings import SamplerSettings
@@ -89,8 +89,10 @@ def run_settings(ckpts: dict[str, Checkpoint], shape: tuple[int, int, int], devi
         targets = anchored.phase_fractions
     else:
         targets = resolve_volume_fraction(volume_fraction, first)
+    moments = {p: c.x0_moments for p, c in ckpts.items()}
     return SamplerSettings.make(preset, device=device, options=SamplerOptions.fast(device) if fast else None,
                                 prior=first.prior if prior == "data" else None, volume_fraction=targets,
+                                x0_moments=moments if targets and None not in moments.values() else None,
                                 anchors=anchored, **fields)
 
 
@@ -183,6 +185,8 @@ def write_samples(models: dict[str, str], out_dir: Path, *, shape: tuple[int, in
         recipe = {"seed": seed + i, "shape": list(shape), "periodic": run.periodic,
                   "prior": prior if run.prior else "standard",
                   "volume_fraction": list(run.volume_fraction) if run.volume_fraction else None,
+                  "volume_fraction_rule": None if not run.volume_fraction else
+                  "variance+shift" if run.x0_moments else "shift",
                   "anchors": describe(anchors) or None,
                   **{f: getattr(cfg, f) for f in ("steps", "n_harmonize", "method", "eta")},
                   "models": {p: c.sha256 for p, c in ckpts.items()}}

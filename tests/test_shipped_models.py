@@ -27,6 +27,10 @@ def test_loads_by_name_and_is_small(name):
     assert -1 < mean[0] < 0 and var[0] == pytest.approx(1 - mean[0] ** 2)
     assert json.loads((MODELS_DIR / f"{name}.safetensors.json").read_text())["unet"] == json.loads(
         json.dumps(ckpt.describe()["unet"]))
+    m = ckpt.x0_moments  # measured on training crops (m3d calibrate): at t = 0, x0-hat is the data itself
+    assert m is not None and m.size == ckpt.data["image_size"] and m.t[-1] == ckpt.schedule.T - 1
+    assert m.var[0][0] == pytest.approx(var[0], abs=0.06) and m.fraction[0][0] == pytest.approx(
+        ckpt.phase_fractions[0], abs=0.03)
 
 
 @pytest.mark.parametrize("name", EXPECTED)
@@ -45,6 +49,8 @@ def test_m3d_sample_by_name(name, tmp_path):
     assert vol.shape == (32, 32, 32) and set(np.unique(vol)) <= {0, 1}
     side = json.loads((tmp_path / f"{name}_0.json").read_text())
     assert side["models"]["yz"]["path"].endswith(f"{name}.safetensors")
+    assert side["volume_fraction"] == [pytest.approx(load_checkpoint(name).phase_fractions[0])]
+    assert side["volume_fraction_rule"] == "variance+shift"
 
 
 @pytest.mark.parametrize("name", EXPECTED)

@@ -234,6 +234,9 @@ def test_resume_is_bit_exact_and_checkpoints(tmp_path):
     ck = load_checkpoint(tmp_path / "a/model.safetensors")
     assert ck.data["image_size"] == 16 and ck.data["scaling"] == "x = 2*I - 1" and ck.training["step"] == 6
     assert all(torch.equal(v, a[f"ema/{k}"]) for k, v in ck.model.state_dict().items())
+    # the final model carries its x0-hat moments, the same from an interrupted run; earlier ones do not
+    assert ck.x0_moments is not None and ck.x0_moments == load_checkpoint(tmp_path / "b/model.safetensors").x0_moments
+    assert load_checkpoint(tmp_path / "a/checkpoints/model_0000004.safetensors").x0_moments is None
     with pytest.raises(UserError, match="already holds a training run"):
         train(cfg, tmp_path / "a", progress=False)
 

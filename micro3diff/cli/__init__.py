@@ -11,6 +11,7 @@ COMMANDS = {
     "models": "models:models",
     "synth": "synth:synth",
     "train": "train:train",
+    "calibrate": "calibrate:calibrate",
     "sample2d": "sample2d:sample2d",
     "sample": "sample:sample",
     "evaluate": "evaluate:evaluate",

@@ -175,7 +175,8 @@ def iter_sample_volume(model: nn.Module | Mapping[str, nn.Module], schedule: Noi
                     anchors.impose(x.permute(_CANONICAL[turns % 3]), step.alphabar, anchor_noise)
                 eps = net(plane, x, step.t)  # timed inside (synced, or CUDA events in the fast path)
                 if targets is not None:
-                    eps = steer(x, eps, step.predictor, targets)
+                    var = st.x0_moments[plane].at(step.t, "var") if st.x0_moments else None
+                    eps = steer(x, eps, step.predictor, targets, var)
                 last = h == calls - 1
                 turn = st.rotate and (last or st.rotate_between_harmonize)
                 # eq. 17 (+ eq. 21 renoise, composed) as one affine map; R to the next plane after the step

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 
@@ -13,6 +13,7 @@ from .network import SamplerOptions
 
 if TYPE_CHECKING:
     from ..anchors import Anchors
+    from .x0_moments import X0Moments
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,9 @@ class SamplerSettings:
     of the training data's x_0 (``Checkpoint.prior``): start from the Gaussian approximation of q(x_T)
     (``NoiseSchedule.prior``) instead of N(0, I). ``volume_fraction``: target phase fractions (one channel:
     [phi]; K channels: K values): every call's output is steered so that x0-hat has them
-    (``volume_fraction.steer``). ``anchors``: measured slices (``Anchors`` of the volume's shape): before every
+    (``volume_fraction.steer``); with ``x0_moments`` ({"yz", "xz", "xy"} -> that plane's model's ``X0Moments``,
+    ``Checkpoint.x0_moments``) x0-hat also keeps the variance the model gives on real images. ``anchors``:
+    measured slices (``Anchors`` of the volume's shape): before every
     call their voxels are set to the anchor diffused to the call's noise level, and x_0 holds them exactly.
     """
 
@@ -84,6 +87,7 @@ class SamplerSettings:
     options: SamplerOptions | None = None
     prior: tuple[Sequence[float], Sequence[float]] | None = None
     volume_fraction: Sequence[float] | None = None
+    x0_moments: Mapping[str, X0Moments] | None = None
     anchors: Anchors | None = None
 
     @classmethod

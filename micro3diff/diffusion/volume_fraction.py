@@ -7,6 +7,10 @@ channel, argmax over K channels) have the target fractions:
 - one channel: c = -(the (1 - phi) quantile of x0-hat), exact;
 - K channels: c from a few multiplicative (log-ratio) updates, to within about 1e-3.
 The final volume's fractions then equal the target up to the last call's discreteness.
+
+With ``variance`` (the model's x0-hat variance on real images at this noise level, ``x0_moments.X0Moments``),
+x0-hat is first scaled about its per-volume mean to that variance: the shift alone keeps phi but lets the
+under-dispersed x0-hat of multi-plane sampling erode the minority phase's structure (issue 11).
 """
 from __future__ import annotations
 
@@ -51,12 +55,19 @@ def _offsets_multi(x0: torch.Tensor, targets: torch.Tensor, iters: int = 30) -> 
     return c
 
 
-def steer(x: torch.Tensor, pred: torch.Tensor, predictor: Predictor, targets: Sequence[float]) -> torch.Tensor:
-    """The network output moved so that x0-hat has the target fractions. x, pred: (V, D, C, H, W) -> same."""
+def steer(x: torch.Tensor, pred: torch.Tensor, predictor: Predictor, targets: Sequence[float],
+          variance: torch.Tensor | None = None) -> torch.Tensor:
+    """The network output moved so that x0-hat has the target fractions (and, with ``variance`` (C,), that
+    variance per channel). x, pred: (V, D, C, H, W) -> same."""
     V, D, C, H, W = x.shape
     x0 = (predictor.a_x * x.float() - predictor.a_p * pred.float()).transpose(1, 2).reshape(V, C, -1)
+    if variance is not None:
+        centre = x0.mean(2, keepdim=True)
+        scale = variance.to(x0).clamp_min(0).sqrt().view(1, C, 1) / x0.std(2, keepdim=True).clamp_min(1e-6)
+        x0 = centre + (x0 - centre) * scale
     if C == 1:
-        c = _offsets_binary(x0[:, 0], targets[0]).view(V, 1, 1, 1, 1)
+        x0 = x0 + _offsets_binary(x0[:, 0], targets[0]).unsqueeze(1)
     else:
-        c = _offsets_multi(x0, torch.tensor(targets, dtype=x0.dtype, device=x0.device)).view(V, 1, C, 1, 1)
-    return (pred.float() - c / predictor.a_p).to(pred.dtype)
+        x0 = x0 + _offsets_multi(x0, torch.tensor(targets, dtype=x0.dtype, device=x0.device))
+    x0 = x0.view(V, C, D, H, W).transpose(1, 2)
+    return ((predictor.a_x * x.float() - x0) / predictor.a_p).to(pred.dtype)

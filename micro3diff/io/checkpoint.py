@@ -3,7 +3,8 @@
 A checkpoint is one ``.safetensors`` file whose header metadata holds ``{"micro3diff": <config JSON>}``:
 ``{"format", "unet": UNetConfig, "schedule": ScheduleConfig, "data": {...}, "training": {...}}``.
 ``data`` says how images were scaled (``{"image_size", "channels", "phases", "scaling", "x_mean", "x_var"}``:
-x_mean/x_var are the per-channel moments of the scaled training images, the sampler's prior), ``training``
+x_mean/x_var are the per-channel moments of the scaled training images, the sampler's prior; ``x0_moments``, if
+measured, the model's x0-hat moments on them per timestep, see ``diffusion.x0_moments``), ``training``
 where the weights came from. ``save_checkpoint`` also writes the same config as ``<file>.json`` beside it
 for people and tools. Shipped models live in ``micro3diff/models/<name>.safetensors`` and are loaded by name.
 """
@@ -21,6 +22,7 @@ import torch
 
 from ..diffusion.schedule import ScheduleConfig
 from ..diffusion.unet import UNet, UNetConfig
+from ..diffusion.x0_moments import X0Moments
 from ..errors import UserError
 from .files import atomic_path, write_json
 
@@ -54,6 +56,13 @@ class Checkpoint:
         if "x_mean" not in self.data:
             return None
         return [(float(m) + 1) / 2 for m in self.data["x_mean"]]
+
+    @property
+    def x0_moments(self) -> X0Moments | None:
+        """The model's x0-hat moments on its training images per timestep (``data["x0_moments"]``), if measured
+        (``m3d train`` does at the end, ``m3d calibrate`` for older checkpoints)."""
+        d = self.data.get("x0_moments")
+        return None if d is None else X0Moments.from_dict(d)
 
     def describe(self) -> dict:
         """JSON-able summary for sidecars: path, hash and the full config."""
@@ -178,6 +187,23 @@ def check_config(cfg: dict, path: Path) -> None:
         if moment in data and len(data[moment]) != unet.get("channels", 1):
             raise UserError(f"{path}: data.{moment} has {len(data[moment])} entries for "
                             f"{unet.get('channels', 1)} channels")
+    if "x0_moments" in data:
+        _check_x0_moments(data["x0_moments"], unet.get("channels", 1), path)
+
+
+def _check_x0_moments(d, channels: int, path: Path) -> None:
+    """UserError unless ``d`` is an ``X0Moments`` dict: increasing timesteps, finite (len(t), channels) moments."""
+    try:
+        m = X0Moments.from_dict(d)
+        rows = [*m.mean, *m.var]
+        ok = (len(m.t) >= 1 and len(m.mean) == len(m.var) == len(m.t) and list(m.t) == sorted(set(m.t))
+              and all(len(r) == channels and all(math.isfinite(v) for v in r) for r in rows)
+              and min(min(r) for r in m.var) >= 0)
+    except (TypeError, KeyError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise UserError(f"{path}: data.x0_moments must hold increasing timesteps 't' and finite per-channel "
+                        f"'mean' and non-negative 'var' rows ({channels} values each), one per timestep")
 
 
 def load_checkpoint(name_or_path: str | os.PathLike, device: torch.device | str = "cpu") -> Checkpoint:

@@ -21,6 +21,7 @@ from ..diffusion.unet import UNet
 from ..errors import UserError
 from ..io.files import provenance, write_json
 from .config import TrainConfig, check_resumable, run_config
+from .calibrate import x0_moments
 from .data import CropSampler, load_training_images
 from .run_dir import RunDir, append_log
 from .state import load_state, load_state_tensors, state_tensors
@@ -142,6 +143,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                     append_log(run.log, row)
             pause = time.perf_counter()  # time spent writing is left out of images/s
             if rank == 0 and (done % config.save_every == 0 or done == config.steps):
+                if done == config.steps:  # the final model carries its x0-hat moments (volume-fraction control)
+                    data_info = {**data_info, "x0_moments": x0_moments(ema, schedule, images, config.seed)}
                 tensors, meta = state_tensors(model, ema, opt)
                 training = {"step": done, "steps": config.steps, "batch": config.batch, "world_size": world,
                             "lr": config.lr, "ema": config.ema, "seed": config.seed, "preset": config.preset}

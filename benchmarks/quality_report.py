@@ -7,7 +7,9 @@ model alone: 2D samples against the reference images, with the floor of real cro
 
 Rows accumulate in benchmarks/results/quality.json (a row is keyed by case, model, setting, size, count and
 seed; an existing key is skipped unless --redo), and quality.md is rewritten from all rows each run. Each 3D
-volume is kept in runs/quality_cache/ as it is made, so a killed run resumes at its next volume.
+volume is kept in runs/quality_cache/ as it is made (by seed), so a killed run resumes at its next volume, and
+``--volumes-only`` runs with other ``--seed`` / ``--count`` make part of a row's volumes in a second process
+(they write no row; the row's own run then reads them).
 
 Settings (``--settings``, comma-separated): a preset name with ``+``-joined overrides, e.g. ``preview``,
 ``fast``, ``preview+h1``, ``fast+s50+h6``, ``preview+vf`` (volume-fraction control at the training data's phi, with the model's x0-hat moments where
@@ -67,50 +69,59 @@ def parse_setting(spec: str) -> dict:
     return out
 
 
+def make_volumes(case: str, spec: str, a) -> tuple[list[torch.Tensor], list[float], int, str | None]:
+    """The row's 3D volumes (seeds a.seed .. a.seed + a.count - 1) as label tensors, their seconds, the calls per
+    volume and the volume-fraction rule; each is read from / written to the cache."""
+    ckpt = load_checkpoint(a.models.format(case=case), a.device)
+    sched, st = NoiseSchedule(ckpt.schedule), parse_setting(spec)
+    vf = [float(reference_images(case, a).double().mean())] if st["vf"] else None
+    prior = ckpt.prior if st["prior"] else None
+    kw = {k: st[k] for k in ("steps", "n_harmonize", "method", "eta") if k in st}
+    moments = ckpt.x0_moments if st["vf"] and not st["vf_shift_only"] else None
+    vf_rule = None if not st["vf"] else "variance+shift" if moments else "shift"
+    what = [case, ckpt.sha256, spec, a.size, str(a.results.resolve())]  # harnesses: their own folder
+    cache = CACHE / hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+    cache.mkdir(parents=True, exist_ok=True)
+    labels, seconds, nfe = [], [], 0
+    for i in range(a.count):
+        done = cache / f"seed_{a.seed + i}.npz"
+        if done.is_file():  # made by an earlier, interrupted run of this row, or a --volumes-only run
+            with np.load(done) as f:
+                labels.append(torch.from_numpy(f["labels"]))
+                seconds.append(float(f["seconds"]))
+                nfe = int(f["nfe"])
+            continue
+        res = sample_volume(ckpt.model, sched, (a.size,) * 3, 1, preset=st["preset"], seed=a.seed + i,
+                            rotate=st["rotate"], prior=prior, volume_fraction=vf, device=a.device,
+                            x0_moments=dict.fromkeys(PLANES, moments) if moments else None,
+                            options=SamplerOptions.fast(a.device), **kw)
+        seconds.append(res.seconds)
+        labels.append(res.phases[0].cpu())
+        nfe = res.nfe
+        with atomic_path(done) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, labels=labels[-1].numpy(), seconds=res.seconds, nfe=nfe)
+        print(f"  {case} {spec} volume {i + 1}/{a.count} (seed {a.seed + i}): phi {labels[-1].float().mean():.3f}, "
+              f"{res.seconds:.1f} s", flush=True)
+    return labels, seconds, nfe, vf_rule
+
+
 def run_row(case: str, model: str, spec: str, a) -> dict:
     ckpt = load_checkpoint(model, a.device)
     sched = NoiseSchedule(ckpt.schedule)
     st = parse_setting(spec)
     ref = reference_images(case, a)
     phi_ref = float(ref.double().mean())
-    vf = [phi_ref] if st["vf"] else None
-    prior = ckpt.prior if st["prior"] else None
-    kw = {k: st[k] for k in ("steps", "n_harmonize", "method", "eta") if k in st}
-    seconds, labels = [], []
     if a.two_d:
-        cfg = sampler_settings(st["preset"], **kw)
+        cfg = sampler_settings(st["preset"], **{k: st[k] for k in ("steps", "n_harmonize", "method", "eta") if k in st})
         t0 = time.perf_counter()
         imgs = sample_images(ckpt.model, sched, a.count, a.size, cfg.steps, seed=a.seed, device=a.device,
-                             method=cfg.method, eta=cfg.eta, prior=prior)
-        seconds.append((time.perf_counter() - t0) / a.count)
+                             method=cfg.method, eta=cfg.eta, prior=ckpt.prior if st["prior"] else None)
+        seconds = [(time.perf_counter() - t0) / a.count]
         gen = to_phases(imgs).cpu()
         nfe = cfg.steps
     else:
-        moments = ckpt.x0_moments if st["vf"] and not st["vf_shift_only"] else None
-        vf_rule = None if not st["vf"] else "variance+shift" if moments else "shift"
-        what = [case, ckpt.sha256, spec, a.size, a.seed, str(a.results.resolve())]  # harnesses: their own folder
-        cache = CACHE / hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
-        cache.mkdir(parents=True, exist_ok=True)
-        for i in range(a.count):
-            done = cache / f"volume_{i}.npz"
-            if done.is_file():  # made by an earlier, interrupted run of this row
-                with np.load(done) as f:
-                    labels.append(torch.from_numpy(f["labels"]))
-                    seconds.append(float(f["seconds"]))
-                    nfe = int(f["nfe"])
-                continue
-            res = sample_volume(ckpt.model, sched, (a.size,) * 3, 1, preset=st["preset"], seed=a.seed + i,
-                                rotate=st["rotate"], prior=prior, volume_fraction=vf, device=a.device,
-                                x0_moments=dict.fromkeys(PLANES, moments) if moments else None,
-                                options=SamplerOptions.fast(a.device), **kw)
-            seconds.append(res.seconds)
-            labels.append(res.phases[0].cpu())
-            nfe = res.nfe
-            with atomic_path(done) as tmp:
-                with open(tmp, "wb") as f:
-                    np.savez(f, labels=labels[-1].numpy(), seconds=res.seconds, nfe=nfe)
-            print(f"  {case} {spec} volume {i + 1}/{a.count}: phi {labels[-1].float().mean():.3f}, "
-                  f"{res.seconds:.1f} s", flush=True)
+        labels, seconds, nfe, vf_rule = make_volumes(case, spec, a)
         gen = torch.stack(labels)
     mode = "2d-model" if a.two_d else CASES[case]["mode"]
     r_max = min(gen.shape[1:]) // 2
@@ -148,7 +159,9 @@ def write_md(rows: list[dict], results: Path) -> None:
              "Written by `benchmarks/quality_report.py` from `quality.json`. Per-volume errors are mean ± sd over "
              "volumes; *floor* is the per-volume error of real data of the same size (natural variability); "
              "*shuffled*: the reference's voxels permuted (right phi, no structure); *x floor*: per-volume error / "
-             "floor mean. Target: phi within ±0.02, per-volume error <= max(1.5 x floor, paper).", "",
+             "floor mean. Target: phi within ±0.02, per-volume error <= max(1.5 x floor, paper). A `+vf` setting names "
+             "its volume-fraction rule: *shift* (x0-hat shifted to phi; every row made before the checkpoints carried "
+             "x0-hat moments) or *variance+shift* (first scaled to the variance the model gives on real images).", "",
              "| case | mode | model (step) | setting | size x n | calls | s / vol | phi gen (ref) | S2 per vol | "
              "S2 mean curve | S2 floor | S2 x floor | S2 shuffled | L per vol | L mean curve | L floor | L x floor | "
              "L shuffled |", "|" + "---|" * 18]
@@ -182,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--root", default="runs/reproduce")
     p.add_argument("--carbonate", default=str(_bench.CARBONATE))
     p.add_argument("--redo", action="store_true")
+    p.add_argument("--volumes-only", action="store_true", help="make and cache the 3D volumes, write no row")
     p.add_argument("--note", default="", help="what else ran on the machine (kept in each row)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--results", type=Path, default=_bench.RESULTS, help="folder of quality.json / quality.md")
@@ -198,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
             sha = hashlib.sha256(resolve(model).read_bytes()).hexdigest()[:16]
             probe = {"case": case, "model_sha256": sha, "setting": spec, "mode": "2d-model" if a.two_d else
                      CASES[case]["mode"], "size": a.size, "count": a.count, "seed": a.seed}
+            if a.volumes_only and not a.two_d:
+                make_volumes(case, spec, a)
+                continue
             if any(key(r) == key(probe) for r in rows) and not a.redo:
                 print(f"skip {key(probe)} (in quality.json; --redo to rerun)")
                 continue
@@ -214,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"{s2['shuffled']:.1f}), L {lp['error_per_volume']['mean']:.1f} (floor "
                   f"{lp['floor_volume']['mean']:.1f}), {row['nfe']} calls, "
                   f"{row['seconds_per_volume']['mean']:.1f} s/vol", flush=True)
+    if path.is_file():  # also with --cases '': quality.md rewritten from every row
+        write_md(json.loads(path.read_text())["rows"], a.results)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import package_env
+from micro3diff.io.checkpoint import load_checkpoint
 
 REPO = Path(__file__).parents[1]
 
@@ -26,6 +27,7 @@ def test_gpu_run_smoke(tmp_path):
     assert {"polycrystal", "spheres"} <= {r["case"] for r in rows}  # carbonate also where ../shared/data exists
     for case in ("spheres", "polycrystal"):
         assert (out / f"{case}.safetensors").stat().st_size < 16 * 2**20
+        assert load_checkpoint(out / f"{case}.safetensors").x0_moments is not None  # calibrated after the box
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len([p for p in files if p.suffix == ".safetensors"]) <= 8 and not (out / "work").exists()
     assert (out / "quality.md").read_text().startswith("# Quality")

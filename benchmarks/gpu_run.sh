@@ -33,8 +33,8 @@ part() {  # part NAME SECONDS CMD...: run CMD with a time box, log it, record it
 if [ $SMOKE = 1 ]; then
     unset M3D_REQUIRE_EXT  # the smoke run checks this script; run from the source tree it may lack the build
     DEV=cpu; E2E=(--smoke --device cpu --parts env speed fused); TESTS=(tests/test_schedule.py -k "predictor or q_sample")
-    TRAIN=(--preset tiny --steps 4 --batch 2 --save-every 2 --log-every 1 --image-size 16); TRAIN_BOX=90
-    QUAL=(--size 16 --count 1 --settings preview+s3+vf --crops 4 --floor-repeats 2); BOX_E2E=120; BOX_Q=120
+    TRAIN=(--preset tiny --steps 4 --batch 2 --save-every 2 --log-every 1 --image-size 16); TRAIN_BOX=120
+    QUAL=(--size 16 --count 1 --settings preview+s3+vf --crops 4 --floor-repeats 2); BOX_E2E=120; BOX_Q=200
 else
     DEV=cuda; E2E=(--parts env fused speed throughput maxsize --probe-cap 20); TESTS=(tests -k "cuda or fused or lineal or fast or metrics")
     # the quality issue's recipe at GPU scale: small U-Net, zero-SNR schedule + v-prediction, volume-fraction control

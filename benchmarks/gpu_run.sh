@@ -32,18 +32,18 @@ part() {  # part NAME SECONDS CMD...: run CMD with a time box, log it, record it
 
 if [ $SMOKE = 1 ]; then
     unset M3D_REQUIRE_EXT  # the smoke run checks this script; run from the source tree it may lack the build
-    DEV=cpu; E2E=(--smoke --device cpu --parts env speed fused); TESTS=(tests/test_schedule.py -k "predictor or q_sample")
+    DEV=cpu; E2E=(--smoke --device cpu --parts env speed fused); TESTS=(tests/test_schedule.py -k "predictor or q_sample"); BOX_T=180
     TRAIN=(--preset tiny --steps 4 --batch 2 --save-every 2 --log-every 1 --image-size 16); TRAIN_BOX=120
     QUAL=(--size 16 --count 1 --settings preview+s3+vf --crops 4 --floor-repeats 2); BOX_E2E=120; BOX_Q=200
 else
-    DEV=cuda; E2E=(--parts env fused speed throughput maxsize --probe-cap 20); TESTS=(tests -k "cuda or fused or lineal or fast or metrics")
+    DEV=cuda; E2E=(--parts env fused speed throughput maxsize --probe-cap 20); TESTS=(tests -k "cuda or fused or lineal or fast or metrics"); BOX_T=60
     # the quality issue's recipe at GPU scale: small U-Net, zero-SNR schedule + v-prediction, volume-fraction control
     TRAIN=(--preset small --steps 100000 --save-every 500 --log-every 100); TRAIN_BOX=240
     QUAL=(--size 64 --count 10 --settings fast+vf); BOX_E2E=120; BOX_Q=90
     part build 90 $PY -m pip install --no-build-isolation --no-deps -e .
     export M3D_REQUIRE_EXT=1
 fi
-part cuda_tests 60 $PY -m pytest -q -p no:cacheprovider "${TESTS[@]}"
+part cuda_tests "$BOX_T" $PY -m pytest -q -p no:cacheprovider "${TESTS[@]}"
 part gpu_e2e "$BOX_E2E" $PY benchmarks/gpu_e2e.py --out "$OUT/gpu_e2e.json" "${E2E[@]}"
 
 # the three shipped cases, concurrently; data made here (synthetic) or read from ../shared (carbonate)

@@ -20,7 +20,8 @@ def test_gpu_run_smoke(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     run = json.loads((out / "run.json").read_text())
     assert run["smoke"] == 1 and set(run["parts"]) == {"cuda_tests", "gpu_e2e", "quality"}
-    assert all(p["exit"] == 0 for p in run["parts"].values()), run
+    failed = {k: p for k, p in run["parts"].items() if p["exit"] != 0}
+    assert not failed, {k: (p, (out / f"{k}.log").read_text()[-2000:]) for k, p in failed.items()}
     e2e = json.loads((out / "gpu_e2e.json").read_text())
     assert {"env", "speed", "fused"} <= set(e2e["parts"])
     rows = json.loads((out / "quality.json").read_text())["rows"]

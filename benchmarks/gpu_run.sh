@@ -60,8 +60,10 @@ for case in spheres polycrystal carbonate; do
 done
 wait
 SECS[train]=$(( $(date +%s) - t0 ))
+MADE=()  # the cases with a model (no carbonate without ../shared/data next to the checkout)
 for case in spheres polycrystal carbonate; do
     [ -f "$OUT/work/$case/model.safetensors" ] || continue
+    MADE+=("$case")
     cp "$OUT/work/$case/model.safetensors" "$OUT/$case.safetensors"
     # the box stops training before its last step, so the x0-hat moments of the vf control are measured here
     # shellcheck disable=SC2086
@@ -69,7 +71,7 @@ for case in spheres polycrystal carbonate; do
         >>"$OUT/train_$case.log" 2>&1 &
 done
 wait
-part quality "$BOX_Q" $PY benchmarks/quality_report.py --models "$OUT/{case}.safetensors" --device "$DEV" \
+part quality "$BOX_Q" $PY benchmarks/quality_report.py --cases "$(IFS=,; echo "${MADE[*]}")" --models "$OUT/{case}.safetensors" --device "$DEV" \
     --results "$OUT" --root "$OUT/work" --note "GPU-trained (benchmarks/gpu_run.sh)" "${QUAL[@]}"
 rm -rf "$OUT/work"
 

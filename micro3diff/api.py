@@ -65,12 +65,13 @@ def load_model(name_or_path: str | os.PathLike, device: str = "cpu") -> Checkpoi
 
 
 def sample(model: ModelLike | Mapping[str, ModelLike], shape: int | Sequence[int], n: int = 1, *,
-           preset: str = "fast", seed: int = 0, volume_fraction: str | Sequence[float] | None = "auto",
+           preset: str = "auto", seed: int = 0, volume_fraction: str | Sequence[float] | None = "auto",
            prior: str = "standard", device: str | None = None, fast: bool = True,
            anchors: Sequence[Anchor | tuple[str, int, Any]] | None = None, **kwargs: Any) -> np.ndarray:
     """``n`` volumes of ``shape`` (one side or (D, H, W)) as uint8 phase labels (n, D, H, W).
 
-    ``model``: a name, path or ``Checkpoint``, or {"yz", "xz", "xy"} of them. ``volume_fraction``: as
+    ``model``: a name, path or ``Checkpoint``, or {"yz", "xz", "xy"} of them. ``preset``: a preset name, or
+    "auto" (the setting measured for a shipped model's weights, else "fast"). ``volume_fraction``: as
     ``sampling.resolve_volume_fraction`` (default: steer to the training fractions when recorded, like
     ``m3d sample``), or "anchors" (the anchored voxels' fractions; for serial sections). ``prior``:
     "standard" (N(0, I)) or "data" (q(x_T) from the training data). ``fast``: the

@@ -67,13 +67,14 @@ def plane_checkpoints(model: ModelLike | Mapping[str, ModelLike], device: Any = 
 
 
 def run_settings(ckpts: dict[str, Checkpoint], shape: tuple[int, int, int], device: torch.device, *,
-                 preset: str | SamplerPreset = "fast", prior: str = "standard", fast: bool = True,
+                 preset: str | SamplerPreset = "auto", prior: str = "standard", fast: bool = True,
                  volume_fraction: str | Sequence[float] | None = "auto", anchors: Sequence[Anchor] = (),
                  **fields: Any) -> SamplerSettings:
     """The ``SamplerSettings`` of a run from checkpoints: ``prior`` "standard" (N(0, I)) or "data" (the first
     checkpoint's q(x_T)), ``fast``: ``SamplerOptions.fast(device)``, ``volume_fraction`` as
     ``resolve_volume_fraction`` or "anchors" (the anchored voxels' fractions), steered with the models' x0-hat
-    moments where every model has them; other fields (steps, n_harmonize, method, eta, seed, max_batch,
+    moments where every model has them; ``preset`` "auto": the setting measured for these weights
+    (``settings.recommended_preset``); other fields (steps, n_harmonize, method, eta, seed, max_batch,
     periodic, ...) as ``SamplerSettings.make``."""
     from .anchors import Anchors
     from .diffusion.network import SamplerOptions
@@ -93,7 +94,7 @@ def run_settings(ckpts: dict[str, Checkpoint], shape: tuple[int, int, int], devi
     return SamplerSettings.make(preset, device=device, options=SamplerOptions.fast(device) if fast else None,
                                 prior=first.prior if prior == "data" else None, volume_fraction=targets,
                                 x0_moments=moments if targets and None not in moments.values() else None,
-                                anchors=anchored, **fields)
+                                anchors=anchored, sha256s=[c.sha256 for c in ckpts.values()], **fields)
 
 
 def check_memory(shape: tuple[int, int, int], unets: list, max_batch: int | None, device) -> None:
@@ -130,7 +131,7 @@ def write_samples(models: dict[str, str], out_dir: Path, *, shape: tuple[int, in
                   size: int | None = None, count: int = 1, seed: int = 0, device: str | None = None,
                   suffixes: Sequence[str] = (".tif",), stem: str | None = None, overwrite: bool = False,
                   voxel_size: tuple[float, float, float] | None = None, unit: str | None = None,
-                  preset: str = "fast", steps: int | None = None, n_harmonize: int | None = None,
+                  preset: str = "auto", steps: int | None = None, n_harmonize: int | None = None,
                   method: str | None = None, eta: float | None = None, prior: str = "standard",
                   anchor_specs: Sequence[str] = (), stack_spec: str | None = None, every: int | None = None,
                   estimate: bool = False, bar: Any = None, **settings: Any) -> Iterator[str]:
@@ -157,9 +158,10 @@ def write_samples(models: dict[str, str], out_dir: Path, *, shape: tuple[int, in
     from .io.pictures import write_orthoslices
 
     rank, world = rank_world()
-    cfg = sampler_settings(preset, steps=steps, n_harmonize=n_harmonize, method=method, eta=eta)
     dev = rank_device(device)
     ckpts = plane_checkpoints(models, dev)
+    cfg = sampler_settings(preset, steps=steps, n_harmonize=n_harmonize, method=method, eta=eta,
+                           sha256s=[c.sha256 for c in ckpts.values()])
     first = ckpts["yz"]
     voxel_size = voxel_size if voxel_size is not None else voxel_size3(first.data.get("voxel_size"))
     unit = unit or first.data.get("unit", "um")

@@ -67,3 +67,41 @@ def test_2d_samples_have_the_training_phase_fraction(name):
     assert abs(phi - ck.phase_fractions[0]) <= 0.03, (phi, ck.phase_fractions)
     assert ck.schedule.kind == "linear_zsnr" and ck.schedule.prediction == "v"
     assert torch.isfinite(images).all()
+
+
+def test_auto_preset_entries_are_the_shipped_weights():
+    """Every samplers.json entry names a shipped file's exact sha256 (retrained weights need a new measurement)
+    and resolves to at most 300 U-Net calls."""
+    from micro3diff.diffusion.settings import RECOMMENDED, recommended_preset
+
+    entries = json.loads(RECOMMENDED.read_text())["models"]
+    assert set(entries) == set(EXPECTED)
+    for name, entry in entries.items():
+        assert entry["sha256"] == load_checkpoint(name).sha256
+        assert recommended_preset([entry["sha256"]]).nfe <= 300 and entry["measured"]
+
+
+def test_auto_preset_resolves_per_model():
+    from micro3diff.diffusion.settings import PRESETS, SamplerPreset, sampler_settings
+
+    poly, sph = (load_checkpoint(n).sha256 for n in ("polycrystal", "spheres"))
+    assert sampler_settings("auto", sha256s=[poly] * 3) == SamplerPreset(50, 6, "ddim", 1.0)
+    assert sampler_settings("auto", sha256s=[sph] * 3) == PRESETS["fast"]
+    assert sampler_settings("auto", sha256s=[poly, sph, poly]) == PRESETS["fast"]  # mixed planes: no measurement
+    assert sampler_settings("auto", sha256s=["0" * 64]) == PRESETS["fast"]  # a user's model
+    assert sampler_settings("auto", steps=2, sha256s=[poly]) == SamplerPreset(2, 6, "ddim", 1.0)  # overrides apply
+
+
+def test_auto_is_the_default_and_equals_its_explicit_setting(tmp_path):
+    """`m3d sample polycrystal` (no --preset) runs the recorded setting: its sidecar says so, and the volume is bit
+    for bit the one of the explicit flags."""
+    base = ["sample", "polycrystal", "--size", "16", "--steps", "2", "--format", "npy", "--device", "cpu"]
+    auto = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "auto")])
+    explicit = CliRunner().invoke(main, [*base, "--preset", "fast", "--harmonize", "6", "--method", "ddim", "--eta",
+                                         "1", "-o", str(tmp_path / "explicit")])
+    assert auto.exit_code == 0 and explicit.exit_code == 0, auto.output + explicit.output
+    side = json.loads((tmp_path / "auto" / "polycrystal_0.json").read_text())
+    assert (side["preset"], side["steps"], side["n_harmonize"], side["method"], side["eta"], side["nfe"]) == (
+        "auto", 2, 6, "ddim", 1.0, 7)
+    np.testing.assert_array_equal(np.load(tmp_path / "auto" / "polycrystal_0.npy"),
+                                  np.load(tmp_path / "explicit" / "polycrystal_0.npy"))

@@ -8,7 +8,7 @@ import click
 
 from ..axes import PLANES
 from ..checks import number
-from ..diffusion.settings import PRESETS
+from ..diffusion.settings import AUTO, PRESETS
 from ..errors import UserError
 from ..sampling import FORMATS
 from ._common import progress_bar, quiet_option, say, set_threads, user_errors, voxel_size_option
@@ -57,8 +57,10 @@ def _volume_fraction(spec: str) -> str | list[float]:
 @click.option("--shape", type=int, nargs=3, metavar="D H W",
               help="Non-cubic volume (sides along D, H, W; yz slices are at fixed D).")
 @click.option("--count", type=int, default=1, show_default=True, help="Number of volumes.")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default="fast", show_default=True,
-              help="Steps / harmonization settings; --steps, --harmonize, --method, --eta override it.")
+@click.option("--preset", type=click.Choice([AUTO, *PRESETS]), default=AUTO, show_default=True,
+              help="Steps / harmonization settings; auto: the setting measured for a shipped model's weights "
+                   "(micro3diff/models/samplers.json), fast for any other model; --steps, --harmonize, --method, "
+                   "--eta override it.")
 @click.option("--steps", type=int, help="Respaced reverse steps (1..T).")
 @click.option("--harmonize", "n_harmonize", type=int, help="Denoiser calls per step (n_h).")
 @click.option("--method", type=click.Choice(["ddpm", "ddim"]))

@@ -1,9 +1,12 @@
-"""Sampler settings: the presets (steps, n_h, method, eta) and ``SamplerSettings``, everything a multi-plane
-sampling run takes besides the models, the schedule, the shape and the number of volumes."""
+"""Sampler settings: the presets (steps, n_h, method, eta), ``auto`` (the setting measured for a shipped model's
+weights) and ``SamplerSettings``, everything a multi-plane sampling run takes besides the models, the schedule,
+the shape and the number of volumes."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
@@ -47,13 +50,31 @@ PRESETS: dict[str, SamplerPreset] = {
 }
 
 
+AUTO = "auto"  # the preset name that means "the setting measured for these weights" (recommended_preset)
+RECOMMENDED = Path(__file__).parents[1] / "models" / "samplers.json"
+
+
+def recommended_preset(sha256s: Sequence[str]) -> SamplerPreset:
+    """``auto``: the setting ``micro3diff/models/samplers.json`` records for these weights (the sha256 of every
+    plane's checkpoint; one checkpoint for all planes), measured in benchmarks/results/quality.md; else ``fast``."""
+    entries = json.loads(RECOMMENDED.read_text())["models"].values()
+    found = [e for e in entries if set(sha256s) == {e["sha256"]}]
+    if not found:
+        return PRESETS["fast"]
+    spec = {k: v for k, v in found[0]["setting"].items() if k != "preset"}
+    return sampler_settings(found[0]["setting"]["preset"], **spec)
+
+
 def sampler_settings(preset: str | SamplerPreset = "fast", *, steps: int | None = None,
                      n_harmonize: int | None = None, method: str | None = None,
-                     eta: float | None = None) -> SamplerPreset:
-    """A preset (by name) with the given fields overridden (None keeps the preset's)."""
+                     eta: float | None = None, sha256s: Sequence[str] = ()) -> SamplerPreset:
+    """A preset (by name; ``auto``: ``recommended_preset(sha256s)``) with the given fields overridden (None keeps
+    the preset's)."""
+    if preset == AUTO:
+        preset = recommended_preset(sha256s)
     if isinstance(preset, str):
         if preset not in PRESETS:
-            raise UserError(f"unknown preset {preset!r} (use one of {', '.join(PRESETS)})")
+            raise UserError(f"unknown preset {preset!r} (use {AUTO} or one of {', '.join(PRESETS)})")
         preset = PRESETS[preset]
     given = dict(steps=steps, n_harmonize=n_harmonize, method=method, eta=eta)
     return dataclasses.replace(preset, **{k: v for k, v in given.items() if v is not None})
@@ -92,6 +113,9 @@ class SamplerSettings:
 
     @classmethod
     def make(cls, preset: str | SamplerPreset = "fast", *, steps: int | None = None, n_harmonize: int | None = None,
-             method: str | None = None, eta: float | None = None, **fields) -> "SamplerSettings":
-        """Settings from a preset (by name) with its fields overridden (None keeps the preset's) and ``fields``."""
-        return cls(sampler_settings(preset, steps=steps, n_harmonize=n_harmonize, method=method, eta=eta), **fields)
+             method: str | None = None, eta: float | None = None, sha256s: Sequence[str] = (),
+             **fields) -> "SamplerSettings":
+        """Settings from a preset (by name; ``auto`` for the weights ``sha256s``) with its fields overridden (None
+        keeps the preset's) and ``fields``."""
+        return cls(sampler_settings(preset, steps=steps, n_harmonize=n_harmonize, method=method, eta=eta,
+                                    sha256s=sha256s), **fields)

@@ -8,6 +8,7 @@ import shlex
 
 from _bench import REPO, RESULTS
 from _cases import CASES, DATA_TEXT, calibrate_command
+from micro3diff.diffusion.settings import RECOMMENDED, recommended_preset
 from micro3diff.metrics import correlation
 from quality_report import setting_label
 
@@ -27,6 +28,17 @@ def write_card(case: str, a) -> None:
     rows = [r for r in (json.loads(qpath.read_text())["rows"] if qpath.is_file() else [])
             if r["case"] == case and r["model_sha256"] == ck.sha256[:16] or r["case"] == case and r["model"] == case
             and r["training_step"] == tr["step"]]  # also the rows of these weights before the header gained moments
+    auto = next((e for e in json.loads(RECOMMENDED.read_text())["models"].values() if e["sha256"] == ck.sha256), None)
+
+    def is_auto(r: dict) -> bool:
+        return auto is not None and r["model_sha256"] == ck.sha256[:16] and r["setting"] == auto["row"] \
+            and r["size"] == 64 and r["count"] >= 10
+
+    rows.sort(key=lambda r: not is_auto(r))  # the row behind --preset auto first (m3d models quotes it)
+    preset = recommended_preset([ck.sha256])
+    auto_text = (f"{preset.steps} steps x {preset.n_harmonize} harmonization passes, "
+                 f"{preset.method.upper()}{f' eta {preset.eta:g}' if preset.method == 'ddim' else ''}, "
+                 f"{preset.nfe} U-Net calls")
     lines = [f"# `{case}`: {CASES[case]['title']}", "",
              "A small 2D v-prediction U-Net with a zero-terminal-SNR noise schedule, trained **on a shared 2-core CPU "
              "for about 50 minutes** (a time box, not convergence). It is not the paper's model: the paper trains a "
@@ -51,8 +63,10 @@ def write_card(case: str, a) -> None:
              f"* U-Net (`tiny` preset): dim {u.dim}, dim_mults {list(u.dim_mults)}, attention "
              f"{list(u.attention)}, {u.num_resnet_blocks} resnet block per level, {params / 1e6:.2f} M parameters. "
              f"Fully convolutional: it samples 64^3 (or any multiple of {u.divisor}) volumes.", "",
-             "## Use", "", "```", f"m3d sample {case} --size 64 --count 10 --preset fast -o out/",
+             "## Use", "", "```", f"m3d sample {case} --size 64 --count 10 -o out/   # --preset auto: {auto_text}",
              f"m3d sample {case} --size 64 --preset preview -o out/      # 49 calls: a quick look", "```", "",
+             f"`--preset auto` (the default) runs, for these weights, the setting whose 64^3 x 10 row (the first "
+             f"below) met the targets (`micro3diff/models/samplers.json`): {auto_text}.", "",
              "`--volume-fraction auto` (the default) steers every denoiser call to the training data's phase fraction, "
              "x0-hat scaled to the variance the model gives on real images at that noise level; "
              "without it (`--volume-fraction off`) multi-plane sampling erodes the minority phase (see "
@@ -64,7 +78,7 @@ def write_card(case: str, a) -> None:
                   "L shuffled |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             m2, ml = r["metrics"]["two_point"], r["metrics"]["lineal_path"]
-            lines.append(f"| {r['mode']} | {setting_label(r)} | {r['size']} x {r['count']} | {r['nfe']} | "
+            lines.append(f"| {r['mode']} | {setting_label(r)}{' (auto)' if is_auto(r) else ''} | {r['size']} x {r['count']} | {r['nfe']} | "
                          f"{r['phi_generated']['mean']:.3f} ({r['phi_reference']:.3f}) | "
                          f"{m2['error_per_volume']['mean']:.1f} ± {m2['error_per_volume']['std']:.1f} | "
                          f"{m2['floor_volume']['mean']:.1f} | {m2['shuffled']:.1f} | "

@@ -122,3 +122,14 @@ def test_auto_rows_meet_the_targets():
         assert abs(r["phi_generated"]["mean"] - r["phi_reference"]) <= 0.02
         for m in r["metrics"].values():
             assert m["error_per_volume"]["mean"] <= max(1.5 * m["floor_volume"]["mean"], m["paper"]), (name, m)
+
+
+def test_api_sample_defaults_to_auto():
+    import micro3diff
+
+    auto = micro3diff.sample("polycrystal", 16, steps=2, seed=3)
+    explicit = micro3diff.sample("polycrystal", 16, preset="fast", steps=2, n_harmonize=6, method="ddim", eta=1.0,
+                                 seed=3)
+    fast = micro3diff.sample("polycrystal", 16, preset="fast", steps=2, seed=3)
+    np.testing.assert_array_equal(auto, explicit)
+    assert (auto != fast).any()

@@ -1,6 +1,6 @@
 """Anchored reconstruction, measured against real 3D ground truth -> benchmarks/results/anchors.json (+ .png).
 
-Cases (``--cases``), each with its shipped model:
+Cases (``--cases``), each with its shipped model (``--model CASE=PATH``: another one):
 
 * ``spheres``: truths of the kind the ``spheres`` model was trained on (``synth.spheres``: d ~ N(15, 4),
   phi 0.2, other seeds than the training volume); free-region reference: the training volume;
@@ -92,6 +92,12 @@ def make_case(case: str, a, shape) -> tuple:
                            "reference": "../shared/data/li2018/carbonate_resized.npy (Li et al. 2018, CC BY 4.0)"}
 
 
+def model_of(case: str, a) -> str:
+    """The case's model: ``--model CASE=PATH`` if given, else the shipped one."""
+    given = dict(m.split("=", 1) for m in a.model or ())
+    return given.get(case, CASES[case])
+
+
 def sample(ckpt, shape, seed: int, cfg, anchors: list[Anchor] | None, n: int, vf: list[float] | None,
            skip: bool = True) -> np.ndarray:
     """``n`` volumes (n, D, H, W) uint8 of the checkpoint, seeds seed..seed + n - 1."""
@@ -178,7 +184,8 @@ def summarise(per_volume: list[dict]) -> dict:
     return mean_sd(per_volume)
 
 
-def figure(path: Path, case: str, truth, face_vol, unanchored, sections_vol, interp, vote, idx, every: int) -> None:
+def figure(path: Path, case: str, model: str, truth, face_vol, unanchored, sections_vol, interp, vote, idx,
+           every: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,14 +209,14 @@ def figure(path: Path, case: str, truth, face_vol, unanchored, sections_vol, int
                 ax.set_title(labels[c], fontsize=9)
         axes[r, 0].text(-0.15, 0.5, title, transform=axes[r, 0].transAxes, rotation=90, va="center", ha="right",
                         fontsize=9)
-    fig.suptitle(f"Anchored reconstruction, {case} (shipped {CASES[case]} model; yz slices at fixed x, phase 1 white)")
+    fig.suptitle(f"Anchored reconstruction, {case} ({model} model; yz slices at fixed x, phase 1 white)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def run_case(case: str, a, cfg, t0: float) -> dict:
-    ckpt = load_model(CASES[case])
+    ckpt = load_model(model_of(case, a))
     shape = (a.size,) * 3
     idx = list(range(0, a.size, a.every))
     r2d, r3d = a.size // 2, (a.size - a.free_from) // 2
@@ -248,9 +255,9 @@ def run_case(case: str, a, cfg, t0: float) -> dict:
         print(f"{case} truth {i + 1}/{a.count}: mismatches {rec['exact_mismatches']}, held-out accuracy between "
               f"sections {acc}, {time.perf_counter() - t0:.0f} s", flush=True)
         if i == 0 and a.figure:
-            figure(a.out.with_name(f"{a.out.stem}_{case}.png"), case, truth, face, free, sect, interp, vote, idx,
-                   a.every)
-    return {"model": CASES[case], "model_sha256": ckpt.sha256, **facts, "summary": summarise(records),
+            figure(a.out.with_name(f"{a.out.stem}_{case}.png"), case, model_of(case, a), truth, face, free, sect,
+                   interp, vote, idx, a.every)
+    return {"model": model_of(case, a), "model_sha256": ckpt.sha256, **facts, "summary": summarise(records),
             "per_volume": records}
 
 
@@ -284,6 +291,9 @@ def main() -> None:
     p.add_argument("--vote", type=int, help="also score the per-voxel majority of N anchored realizations (odd N)")
     p.add_argument("--no-face", action="store_true", help="sections only (ablations)")
     p.add_argument("--figure", action="store_true", help="write <out>_<case>.png from the first truth")
+    p.add_argument("--model", action="append", metavar="CASE=PATH",
+                   help="another model for a case (repeatable), e.g. "
+                        "carbonate=training_runs/carbonate_like/model.safetensors")
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--threads", type=int)
     p.add_argument("--reference", default="runs/reproduce/data/spheres.npy",

@@ -1,5 +1,6 @@
 """The models shipped in micro3diff/models: load by name, size limit, model card, `m3d sample <name>` works."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,7 +113,7 @@ def test_auto_rows_meet_the_targets():
     that justify it: phi within 0.02 of the reference, per-volume S2 and L <= max(1.5 x floor, the paper's figure)."""
     from micro3diff.diffusion.settings import RECOMMENDED
 
-    rows = json.loads((MODELS_DIR.parents[1] / "benchmarks" / "results" / "quality.json").read_text())["rows"]
+    rows = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" / "quality.json").read_text())["rows"]
     for name, entry in json.loads(RECOMMENDED.read_text())["models"].items():
         row = [r for r in rows if r["case"] == name and r["model_sha256"] == entry["sha256"][:16]
                and r["setting"] == entry["row"] and r["size"] == 64 and r["count"] >= 10]

@@ -10,7 +10,8 @@ Cases (``--cases``), each with its shipped model (``--model CASE=PATH``: another
   micrograph (Li et al. 2018, CC BY 4.0, ``../shared/data/li2018``, read at run time) is the free-region
   reference (isotropy assumed). The shipped model learnt the micrograph, not this truth: a mismatch case.
 
-Per truth volume i, with seed + i for every sampler run:
+Per truth volume i (``--first`` .. ``--first`` + ``--count`` - 1; the truth's seed is seed + 1000 + i), with
+seed + i for every sampler run:
 
 * sections: every ``--every``-th slice along x (array axis D) anchored, the rest held out; held-out slices
   scored against the truth (voxel accuracy over all held-out slices, over those between two sections, and by
@@ -70,26 +71,37 @@ def boolean_radius(image: np.ndarray, r_fit: int = 16) -> tuple[float, float]:
     return phi, float(radii[np.argmin([((model(R) - s2) ** 2).sum() for R in radii])])
 
 
+def reference_curves(path: str, r3d: int) -> dict | None:
+    """Free-region reference {metric: (r3d + 1,)} of a .npy image (2D, isotropy assumed) or volume; None if absent."""
+    if not Path(path).is_file():
+        return None
+    ref = torch.from_numpy(np.load(path).astype(np.uint8))
+    return {n: correlation.metric_function(n)(ref, r3d, ndim=ref.ndim, phase=1).average for n in correlation.METRICS}
+
+
 def make_case(case: str, a, shape) -> tuple:
     """(truth(seed) -> (D, H, W) uint8, free-region reference curves {metric: (r3d + 1,)} or None, facts)."""
     r3d = (a.size - a.free_from) // 2
+    reference = references(a)[case]
+    curves = reference_curves(reference, r3d)
     if case == "spheres":
-        ref = torch.from_numpy(np.load(a.reference)) if Path(a.reference).is_file() else None
-        curves = None if ref is None else {n: correlation.metric_function(n)(ref, r3d, ndim=3, phase=1).average
-                                           for n in correlation.METRICS}
         return (lambda seed: synth.spheres(shape, seed=seed).array.astype(np.uint8)), curves, {
-            "truth": "synth.spheres(d ~ N(15, 4), phi 0.2)", "reference": a.reference}
-    image = np.load(a.carbonate).astype(np.uint8)
-    phi, radius = boolean_radius(image)
-    curves = {n: correlation.metric_function(n)(torch.from_numpy(image), r3d, ndim=2, phase=1).average
-              for n in correlation.METRICS}
+            "truth": "synth.spheres(d ~ N(15, 4), phi 0.2)", "reference": reference}
+    phi, radius = boolean_radius(np.load(a.carbonate).astype(np.uint8))
 
     def truth(seed: int) -> np.ndarray:
         return (1 - synth.overlapping_spheres(shape, radius, 1 - phi, seed=seed).array).astype(np.uint8)
 
     return truth, curves, {"truth": f"1 - synth.overlapping_spheres(radius {radius:.2f}, matrix_fraction "
                                     f"{1 - phi:.4f}): S2-fitted to the micrograph", "radius": radius,
-                           "reference": "../shared/data/li2018/carbonate_resized.npy (Li et al. 2018, CC BY 4.0)"}
+                           "reference": reference, "micrograph": "../shared/data/li2018/carbonate_resized.npy "
+                                                                 "(Li et al. 2018, CC BY 4.0)"}
+
+
+def references(a) -> dict[str, str]:
+    """Each case's free-region reference: the shipped model's training data unless ``--reference CASE=PATH``."""
+    return {"spheres": "runs/reproduce/data/spheres.npy", "carbonate": a.carbonate,
+            **dict(m.split("=", 1) for m in a.reference or ())}
 
 
 def model_of(case: str, a) -> str:
@@ -222,7 +234,7 @@ def run_case(case: str, a, cfg, t0: float) -> dict:
     r2d, r3d = a.size // 2, (a.size - a.free_from) // 2
     make_truth, ref_curves, facts = make_case(case, a, shape)
     records = []
-    for i in range(a.count):
+    for i in range(a.first, a.first + a.count):
         truth = make_truth(a.seed + 1000 + i)
         seed = a.seed + i
         sections = [Anchor("x", x, truth[x]) for x in idx]
@@ -234,7 +246,7 @@ def run_case(case: str, a, cfg, t0: float) -> dict:
         votes = {} if vote is None else {
             "vote": vote, "vote_phi": point_estimate(torch.from_numpy(sect_all), truth[idx].mean()).numpy()}
         methods = {"anchored": sect, **votes, "interpolation": interp, "unanchored": free}
-        rec = {"exact_mismatches": int((sect_all[:, idx] != truth[idx]).sum()),
+        rec = {"truth": i, "exact_mismatches": int((sect_all[:, idx] != truth[idx]).sum()),
                "sections": {m: score(v, truth, idx, r2d) for m, v in methods.items()},
                "phi": {"truth": float(truth.mean()), **{m: float(v.mean()) for m, v in methods.items()}}}
         face = None
@@ -252,34 +264,51 @@ def run_case(case: str, a, cfg, t0: float) -> dict:
                                                        "unanchored": error3d(free[a.free_from:], ref_curves, r3d)}
         records.append(rec)
         acc = {m: f"{v['accuracy']['between']:.3f}" for m, v in rec["sections"].items()}
-        print(f"{case} truth {i + 1}/{a.count}: mismatches {rec['exact_mismatches']}, held-out accuracy between "
+        print(f"{case} truth {i + 1 - a.first}/{a.count} (index {i}): mismatches {rec['exact_mismatches']}, held-out accuracy between "
               f"sections {acc}, {time.perf_counter() - t0:.0f} s", flush=True)
-        if i == 0 and a.figure:
+        if i == a.first and a.figure:
             figure(a.out.with_name(f"{a.out.stem}_{case}.png"), case, model_of(case, a), truth, face, free, sect,
                    interp, vote, idx, a.every)
-    return {"model": model_of(case, a), "model_sha256": ckpt.sha256, **facts, "summary": summarise(records),
-            "per_volume": records}
+    return {"model": model_of(case, a), "model_sha256": ckpt.sha256, **facts, "count": len(records),
+            "summary": summarise(records), "per_volume": records}
 
 
 def merge(paths: list[Path], out: Path) -> None:
-    """One result from runs of the same settings on different cases; each run's command, seconds and load kept."""
+    """One result from runs of the same settings: cases side by side, and more truths of a case (``--first``)
+    pooled into one summary; each run's command, seconds and load kept."""
     import json
 
     runs = [json.loads(path.read_text()) for path in paths]
-    keys = ("size", "count", "every", "free_from", "settings")
+    keys = ("size", "every", "free_from", "settings")
     if any({k: r[k] for k in keys} != {k: runs[0][k] for k in keys} for r in runs):
         raise SystemExit(f"--merge: the runs differ in one of {', '.join(keys)}")
-    cases = {c: {**v, "run": {k: r[k] for k in ("command", "seconds", "threads", "load_average_1_5_15min")}}
-             for r in runs for c, v in r["cases"].items()}
-    _bench.write_result(out, {**{k: v for k, v in runs[0].items() if k not in ("cases", "command")}, "cases": cases,
+    cases: dict[str, dict] = {}
+    for r in runs:
+        for c, v in r["cases"].items():
+            run = {k: r[k] for k in ("command", "seconds", "threads", "load_average_1_5_15min")}
+            if c not in cases:
+                cases[c] = {**v, "runs": [run]}
+                continue
+            have = cases[c]
+            if v["model_sha256"] != have["model_sha256"]:
+                raise SystemExit(f"--merge: {c} was run with two different models")
+            per_volume = have["per_volume"] + v["per_volume"]
+            truths = [rec.get("truth") for rec in per_volume]
+            if None in truths or len(set(truths)) != len(truths):
+                raise SystemExit(f"--merge: {c}: the runs share a truth volume (use --first)")
+            have.update(per_volume=per_volume, count=len(per_volume), summary=summarise(per_volume),
+                        runs=have["runs"] + [run])
+    _bench.write_result(out, {**{k: v for k, v in runs[0].items() if k not in ("cases", "command", "count")},
+                              "count": {c: v["count"] for c, v in cases.items()}, "cases": cases,
                               "merged": [str(path) for path in paths]}, "cpu", __file__)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = _bench.parser(__doc__, out="anchors.json")
     p.add_argument("--cases", default="spheres", help=f"comma-separated, of {', '.join(CASES)}")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--count", type=int, default=6, help="truth volumes per case")
+    p.add_argument("--first", type=int, default=0, help="index of the first truth volume (more truths, --merge)")
     p.add_argument("--every", type=int, default=8, help="section spacing")
     p.add_argument("--free-from", type=int, default=16, help="first x of the free region of the face case")
     p.add_argument("--preset", default="preview")
@@ -296,14 +325,16 @@ def main() -> None:
                         "carbonate=training_runs/carbonate_like/model.safetensors")
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--threads", type=int)
-    p.add_argument("--reference", default="runs/reproduce/data/spheres.npy",
-                   help="spheres: the training volume (benchmarks/reproduce_paper.py --stages data)")
+    p.add_argument("--reference", action="append", metavar="CASE=PATH",
+                   help="free-region reference .npy of a case (repeatable; what its model learnt). Defaults: "
+                        "spheres runs/reproduce/data/spheres.npy (reproduce_paper.py --stages data), carbonate the "
+                        "micrograph; with the carbonate-like model: carbonate=runs/carbonate_like/data.npy")
     p.add_argument("--carbonate", default=str(_bench.CARBONATE), help="carbonate: the micrograph")
     p.add_argument("--smoke", action="store_true", help="tiny run (32^3, 1 volume, 2 steps) for the tests")
     p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                    help="instead of running: the cases of these results (one setting, e.g. one case each, run side "
                         "by side) into --out")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.merge:
         return merge(a.merge, a.out or _bench.RESULTS / "anchors.json")
     cases = a.cases.split(",")
@@ -326,7 +357,7 @@ def main() -> None:
                      "vote": a.vote},
         "r_max": {"2d": a.size // 2, "3d": (a.size - a.free_from) // 2}, "seconds": time.perf_counter() - t0,
         "threads": torch.get_num_threads(), "cases": results,
-    }, "cpu", __file__)
+    }, "cpu", __file__, argv)
 
 
 if __name__ == "__main__":

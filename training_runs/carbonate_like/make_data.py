@@ -1,6 +1,6 @@
 """Training data of the carbonate-like anchors case (issue 17): a 300 x 64 x 64 volume of the truth model that
 benchmarks/anchors.py uses (1 - overlapping spheres, radius and phi fitted to the Li et al. 2018 micrograph's S2,
-read at run time; seed 1, while the benchmark's truths use seeds 100 + i).
+read at run time; seed 1, while the benchmark's truths use seeds 1100 + i).
 
   PYTHONPATH=benchmarks python training_runs/carbonate_like/make_data.py runs/carbonate_like/data.npy
 """

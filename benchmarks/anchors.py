@@ -13,7 +13,8 @@ Cases (``--cases``), each with its shipped model (``--model CASE=PATH``: another
 Per truth volume i (``--first`` .. ``--first`` + ``--count`` - 1; the truth's seed is seed + 1000 + i), with
 seed + i for every sampler run:
 
-* sections: every ``--every``-th slice along x (array axis D) anchored, the rest held out; held-out slices
+* sections: every ``--every``-th slice along x (array axis D) anchored, the rest held out (or, with
+  ``--hold-out-every K``, every slice anchored but x = K // 2 + j K: one-slice gaps); held-out slices
   scored against the truth (voxel accuracy over all held-out slices, over those between two sections, and by
   distance to the nearest section; 2D S2 / L error of the held-out slices' mean curve vs the truth's, all and
   between) for: an anchored realization; with ``--vote N`` the per-voxel majority of N anchored realizations
@@ -35,6 +36,7 @@ dropped, the ``trajectory`` anchor mode (anchors_32_trajectory.json), is in comm
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -80,22 +82,19 @@ def reference_curves(path: str, r3d: int) -> dict | None:
 
 
 def make_case(case: str, a, shape) -> tuple:
-    """(truth(seed) -> (D, H, W) uint8, free-region reference curves {metric: (r3d + 1,)} or None, facts)."""
-    r3d = (a.size - a.free_from) // 2
-    reference = references(a)[case]
-    curves = reference_curves(reference, r3d)
+    """(truth(seed) -> Microstructure of balls (``array`` (D, H, W) uint8, phase 1 = the balls, ``centres``,
+    ``radii``), facts)."""
     if case == "spheres":
-        return (lambda seed: synth.spheres(shape, seed=seed).array.astype(np.uint8)), curves, {
-            "truth": "synth.spheres(d ~ N(15, 4), phi 0.2)", "reference": reference}
+        return (lambda seed: synth.spheres(shape, seed=seed)), {"truth": "synth.spheres(d ~ N(15, 4), phi 0.2)"}
     phi, radius = boolean_radius(np.load(a.carbonate).astype(np.uint8))
 
-    def truth(seed: int) -> np.ndarray:
-        return (1 - synth.overlapping_spheres(shape, radius, 1 - phi, seed=seed).array).astype(np.uint8)
+    def truth(seed: int) -> synth.Microstructure:
+        balls = synth.overlapping_spheres(shape, radius, 1 - phi, seed=seed)
+        return dataclasses.replace(balls, array=(1 - balls.array).astype(np.uint8))
 
-    return truth, curves, {"truth": f"1 - synth.overlapping_spheres(radius {radius:.2f}, matrix_fraction "
-                                    f"{1 - phi:.4f}): S2-fitted to the micrograph", "radius": radius,
-                           "reference": reference, "micrograph": "../shared/data/li2018/carbonate_resized.npy "
-                                                                 "(Li et al. 2018, CC BY 4.0)"}
+    return truth, {"truth": f"1 - synth.overlapping_spheres(radius {radius:.2f}, matrix_fraction {1 - phi:.4f}): "
+                            "S2-fitted to the micrograph", "radius": radius,
+                   "micrograph": "../shared/data/li2018/carbonate_resized.npy (Li et al. 2018, CC BY 4.0)"}
 
 
 def references(a) -> dict[str, str]:
@@ -197,16 +196,17 @@ def summarise(per_volume: list[dict]) -> dict:
 
 
 def figure(path: Path, case: str, model: str, truth, face_vol, unanchored, sections_vol, interp, vote, idx,
-           every: int) -> None:
+           layout: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mid = idx[0] + every // 2
+    gaps = held_out(truth.shape[0], idx)["between"]
+    mid = max(gaps, key=lambda x: min(abs(x - i) for i in idx))  # the first held-out slice farthest from a section
     held = [truth[mid], sections_vol[mid], *([] if vote is None else [vote[mid]]), interp[mid], unanchored[mid]]
     names = ["truth", "anchored", *([] if vote is None else ["vote"]), "interpolation", "unanchored"]
-    rows = [(f"held-out x={mid} (sections every {every})", held, names)]
+    rows = [(f"held-out x={mid} ({layout})", held, names)]
     if face_vol is not None:
         ks = (0, *DISTANCES)
         rows = [("face anchored at x=0", [face_vol[k] for k in ks], [f"x={k}" for k in ks]),
@@ -227,19 +227,32 @@ def figure(path: Path, case: str, model: str, truth, face_vol, unanchored, secti
     plt.close(fig)
 
 
+def sections(a) -> list[int]:
+    """Anchored x: every ``--every``-th slice from 0, or with ``--hold-out-every K`` all but x = K // 2 + j K."""
+    if a.hold_out_every:
+        return [x for x in range(a.size) if x % a.hold_out_every != a.hold_out_every // 2]
+    return list(range(0, a.size, a.every))
+
+
+def layout(a) -> str:
+    return (f"every {a.hold_out_every}th slice held out" if a.hold_out_every else f"sections every {a.every}")
+
+
 def run_case(case: str, a, cfg, t0: float) -> dict:
     ckpt = load_model(model_of(case, a))
     shape = (a.size,) * 3
-    idx = list(range(0, a.size, a.every))
+    idx = sections(a)
     r2d, r3d = a.size // 2, (a.size - a.free_from) // 2
-    make_truth, ref_curves, facts = make_case(case, a, shape)
+    make_truth, facts = make_case(case, a, shape)
+    facts["reference"] = references(a)[case]
+    ref_curves = reference_curves(facts["reference"], r3d)
     records = []
     for i in range(a.first, a.first + a.count):
-        truth = make_truth(a.seed + 1000 + i)
+        truth = make_truth(a.seed + 1000 + i).array
         seed = a.seed + i
-        sections = [Anchor("x", x, truth[x]) for x in idx]
+        anchors = [Anchor("x", x, truth[x]) for x in idx]
         free = sample(ckpt, shape, seed, cfg, None, 1, vf_target(a.vf, ckpt, []))[0]
-        sect_all = sample(ckpt, shape, seed, cfg, sections, a.vote or 1, vf_target(a.vf, ckpt, sections),
+        sect_all = sample(ckpt, shape, seed, cfg, anchors, a.vote or 1, vf_target(a.vf, ckpt, anchors),
                           a.skip_parallel)
         sect, interp = sect_all[0], interpolate(truth, idx)
         vote = (sect_all.mean(0) > 0.5).astype(np.uint8) if a.vote else None
@@ -268,28 +281,32 @@ def run_case(case: str, a, cfg, t0: float) -> dict:
               f"sections {acc}, {time.perf_counter() - t0:.0f} s", flush=True)
         if i == a.first and a.figure:
             figure(a.out.with_name(f"{a.out.stem}_{case}.png"), case, model_of(case, a), truth, face, free, sect,
-                   interp, vote, idx, a.every)
+                   interp, vote, idx, layout(a))
     return {"model": model_of(case, a), "model_sha256": ckpt.sha256, **facts, "count": len(records),
             "summary": summarise(records), "per_volume": records}
 
 
+SETUP = ("size", "every", "sections", "free_from", "r_max", "settings")  # what a run's numbers depend on
+
+
 def merge(paths: list[Path], out: Path) -> None:
-    """One result from runs of the same settings: cases side by side, and more truths of a case (``--first``)
-    pooled into one summary; each run's command, seconds and load kept."""
+    """One result from several runs: cases side by side (each case records its own ``SETUP``; the top level
+    keeps the keys all runs share), and more truths of a case (``--first``, same setup and model) pooled into
+    one summary; each run's command, seconds and load kept."""
     import json
 
     runs = [json.loads(path.read_text()) for path in paths]
-    keys = ("size", "every", "free_from", "settings")
-    if any({k: r[k] for k in keys} != {k: runs[0][k] for k in keys} for r in runs):
-        raise SystemExit(f"--merge: the runs differ in one of {', '.join(keys)}")
     cases: dict[str, dict] = {}
     for r in runs:
+        setup = {k: r[k] for k in SETUP}
         for c, v in r["cases"].items():
             run = {k: r[k] for k in ("command", "seconds", "threads", "load_average_1_5_15min")}
             if c not in cases:
-                cases[c] = {**v, "runs": [run]}
+                cases[c] = {**v, **setup, "runs": [run]}
                 continue
             have = cases[c]
+            if {k: have[k] for k in SETUP} != setup:
+                raise SystemExit(f"--merge: {c}: the runs differ in one of {', '.join(SETUP)}")
             if v["model_sha256"] != have["model_sha256"]:
                 raise SystemExit(f"--merge: {c} was run with two different models")
             per_volume = have["per_volume"] + v["per_volume"]
@@ -298,9 +315,10 @@ def merge(paths: list[Path], out: Path) -> None:
                 raise SystemExit(f"--merge: {c}: the runs share a truth volume (use --first)")
             have.update(per_volume=per_volume, count=len(per_volume), summary=summarise(per_volume),
                         runs=have["runs"] + [run])
-    _bench.write_result(out, {**{k: v for k, v in runs[0].items() if k not in ("cases", "command", "count")},
-                              "count": {c: v["count"] for c, v in cases.items()}, "cases": cases,
-                              "merged": [str(path) for path in paths]}, "cpu", __file__)
+    common = {k: runs[0][k] for k in SETUP if all(r[k] == runs[0][k] for r in runs)}
+    rest = {k: v for k, v in runs[0].items() if k not in ("cases", "command", "count", "seconds", *SETUP)}
+    _bench.write_result(out, {**rest, **common, "count": {c: v["count"] for c, v in cases.items()},
+                              "cases": cases, "merged": [str(path) for path in paths]}, "cpu", __file__)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -310,6 +328,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--count", type=int, default=6, help="truth volumes per case")
     p.add_argument("--first", type=int, default=0, help="index of the first truth volume (more truths, --merge)")
     p.add_argument("--every", type=int, default=8, help="section spacing")
+    p.add_argument("--hold-out-every", type=int, metavar="K",
+                   help="instead of --every: anchor all slices but x = K // 2 + j K (dense sections, one-slice gaps)")
     p.add_argument("--free-from", type=int, default=16, help="first x of the free region of the face case")
     p.add_argument("--preset", default="preview")
     p.add_argument("--steps", type=int)
@@ -338,8 +358,9 @@ def main(argv: list[str] | None = None) -> None:
     if a.merge:
         return merge(a.merge, a.out or _bench.RESULTS / "anchors.json")
     cases = a.cases.split(",")
-    if set(cases) - set(CASES) or (a.vote is not None and (a.vote < 1 or a.vote % 2 == 0)):
-        p.error(f"--cases takes {', '.join(CASES)}; --vote an odd N >= 1")
+    if set(cases) - set(CASES) or (a.vote is not None and (a.vote < 1 or a.vote % 2 == 0)) or \
+            (a.hold_out_every is not None and a.hold_out_every < 2):
+        p.error(f"--cases takes {', '.join(CASES)}; --vote an odd N >= 1; --hold-out-every K >= 2")
     a.out = a.out or _bench.RESULTS / "anchors.json"
     if a.smoke:
         a.size, a.count, a.steps, a.harmonize, a.every, a.free_from = 32, 1, 2, 1, 8, 8
@@ -350,7 +371,8 @@ def main(argv: list[str] | None = None) -> None:
     results = {case: run_case(case, a, cfg, t0) for case in cases}
     _bench.write_result(a.out, {
         "what": "anchored reconstruction vs 3D ground truth (benchmarks/anchors.py docstring)",
-        "size": a.size, "count": a.count, "every": a.every, "sections": list(range(0, a.size, a.every)),
+        "size": a.size, "count": a.count, "every": None if a.hold_out_every else a.every,
+        "hold_out_every": a.hold_out_every, "sections": sections(a),
         "free_from": None if a.no_face else a.free_from, "distances": list(DISTANCES),
         "settings": {"preset": a.preset, "steps": cfg.steps, "n_harmonize": cfg.n_harmonize, "nfe": cfg.nfe,
                      "skip_parallel": a.skip_parallel, "volume_fraction": a.vf,

@@ -206,7 +206,7 @@ def figure(path: Path, case: str, model: str, truth, face_vol, unanchored, secti
     mid = max(gaps, key=lambda x: min(abs(x - i) for i in idx))  # the first held-out slice farthest from a section
     held = [truth[mid], sections_vol[mid], *([] if vote is None else [vote[mid]]), interp[mid], unanchored[mid]]
     names = ["truth", "anchored", *([] if vote is None else ["vote"]), "interpolation", "unanchored"]
-    rows = [(f"held-out x={mid} ({layout})", held, names)]
+    rows = [(f"held-out x={mid}\n({layout})", held, names)]
     if face_vol is not None:
         ks = (0, *DISTANCES)
         rows = [("face anchored at x=0", [face_vol[k] for k in ks], [f"x={k}" for k in ks]),
@@ -223,6 +223,7 @@ def figure(path: Path, case: str, model: str, truth, face_vol, unanchored, secti
                         fontsize=9)
     fig.suptitle(f"Anchored reconstruction, {case} ({model} model; yz slices at fixed x, phase 1 white)")
     fig.tight_layout()
+    fig.subplots_adjust(left=0.05)  # room for the row titles (tight_layout ignores them)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -171,14 +171,21 @@ def held_out(size: int, idx: list[int]) -> dict[str, list[int]]:
     return {"all": held, "between": [x for x in held if x < idx[-1]]}
 
 
-def score(pred: np.ndarray, truth: np.ndarray, idx: list[int], r2d: int) -> dict:
-    """Held-out accuracy (all, between, by distance to the nearest section) and 2D S2 / L error (all, between)."""
+def accuracy(pred: np.ndarray, truth: np.ndarray, idx: list[int]) -> dict:
+    """Held-out voxel accuracy: all, between sections, by distance to the nearest section."""
     held = held_out(truth.shape[0], idx)
     dist = {x: min(abs(x - i) for i in idx) for x in held["all"]}
     acc = {k: float((pred[v] == truth[v]).mean()) for k, v in held.items()}
     acc["by_distance"] = {d: float(np.mean([(pred[x] == truth[x]).mean() for x in held["all"] if dist[x] == d]))
                           for d in sorted(set(dist.values())) if d <= max(DISTANCES)}
-    return {"accuracy": acc, "error_2d": {k: error2d(pred[v], truth[v], r2d) for k, v in held.items()}}
+    return acc
+
+
+def score(pred: np.ndarray, truth: np.ndarray, idx: list[int], r2d: int) -> dict:
+    """Held-out accuracy (``accuracy``) and 2D S2 / L error (all, between)."""
+    held = held_out(truth.shape[0], idx)
+    return {"accuracy": accuracy(pred, truth, idx),
+            "error_2d": {k: error2d(pred[v], truth[v], r2d) for k, v in held.items()}}
 
 
 def mean_sd(values: list[float]) -> list[float]:
@@ -236,7 +243,7 @@ def sections(a) -> list[int]:
 
 
 def layout(a) -> str:
-    return (f"every {a.hold_out_every}th slice held out" if a.hold_out_every else f"sections every {a.every}")
+    return f"every {a.hold_out_every}th slice held out" if a.hold_out_every else f"sections every {a.every}"
 
 
 def run_case(case: str, a, cfg, t0: float) -> dict:

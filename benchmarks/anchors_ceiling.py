@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
             rows = []
             for i, balls in enumerate(truths):
                 est, counts = section_oracle(balls, idx)
-                acc = {m: anchors.score(v, balls.array, idx, a.size // 2)["accuracy"]
+                acc = {m: anchors.accuracy(v, balls.array, idx)
                        for m, v in (("oracle", est), ("interpolation", anchors.interpolate(balls.array, idx)))}
                 rows.append({"truth": i, "balls": counts, **{m: {"all": v["all"], "between": v["between"]}
                                                             for m, v in acc.items()}})

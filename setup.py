@@ -47,8 +47,10 @@ def _extension():
     debug = os.environ.get("M3D_DEBUG") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
     # -fopenmp: at::parallel_for is serial without it. csrc/philox.h: -ffp-contract=off keeps float ops unfused
-    # (same bits as CUDA and the reference), -fno-math-errno lets sqrt vectorise.
-    cxx = opt + ["-Wall", "-Wno-unused-function", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]
+    # (same bits as CUDA and the reference), -fno-math-errno lets sqrt vectorise, -fno-trapping-math lets float
+    # selects (clamps) vectorise (no value changes: FP exceptions are never inspected).
+    cxx = opt + ["-Wall", "-Wno-unused-function", "-fopenmp", "-ffp-contract=off", "-fno-math-errno",
+                 "-fno-trapping-math"]
     sources = _sources("csrc/ops.cpp") + _sources("csrc/cpu/*.cpp")
     include_dirs = [os.path.join(ROOT, "csrc")]
     if not _want_cuda():

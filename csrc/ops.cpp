@@ -19,6 +19,9 @@ TORCH_LIBRARY(micro3diff, m) {
   m.def("fused_step_(Tensor(a!) x, Tensor eps, float c_x, float c_eps, float c_z, Tensor? noise, int seed, int offset) -> ()");
   // In-place rotating variant, cubic volumes only (D == H == W): x <- R(c_x * x - c_eps * eps + c_z * z).
   m.def("fused_step_rotate_(Tensor(a!) x, Tensor eps, float c_x, float c_eps, float c_z, Tensor? noise, int seed, int offset) -> ()");
+  // U-Net normalised activation, inference: silu(group_norm(x, groups, weight, bias, eps) * (1 + scale) + shift).
+  // x: (N, C, H, W) f32, NCHW or channels_last (out keeps it); scale, shift: (N, C), both or neither. CPU only.
+  m.def("group_norm_silu(Tensor x, int groups, Tensor weight, Tensor bias, float eps, Tensor? scale, Tensor? shift) -> Tensor");
   // Torquato lineal path by run lengths; x: (B, *spatial) uint8 (nonzero = phase) -> (B, ndim, z_max + 1) f64.
   m.def("lineal_path(Tensor x, int z_max, bool periodic) -> Tensor");
 }

@@ -94,6 +94,16 @@ def fused_step_rotate(x: torch.Tensor, eps: torch.Tensor, c_x: float, c_eps: flo
     return fused_step(x, eps, c_x, c_eps, c_z, rotate=True, noise=noise, seed=seed, offset=offset)
 
 
+# --- network ------------------------------------------------------------------------------------
+
+
+def group_norm_silu(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                    scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """``silu(group_norm(x) * (1 + scale) + shift)`` in two passes over x, for inference (no autograd).
+    x: (N, C, H, W) float32, NCHW or channels_last (kept); weight, bias: (C,); scale, shift: (N, C) or None."""
+    return _dispatch("group_norm_silu", x, int(groups), weight, bias, float(eps), scale, shift)
+
+
 # --- metrics ------------------------------------------------------------------------------------
 
 

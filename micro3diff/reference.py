@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 
 def rotate_plane(x: torch.Tensor) -> torch.Tensor:
@@ -114,6 +115,19 @@ def philox_normal(shape: torch.Size | tuple[int, ...], seed: int, offset: int,
         cos, sin = _sincos_turn(ra)
         z += [rho * cos, rho * sin]
     return torch.stack(z, dim=1).flatten()[:n].view(shape)
+
+
+# --- network --------------------------------------------------------------------------------------
+
+
+def group_norm_silu(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                    scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """``silu(group_norm(x) * (1 + scale) + shift)``, the U-Net's normalised activation. x: (N, C, H, W);
+    weight, bias: (C,); scale, shift: (N, C) (the time embedding's FiLM) or None."""
+    h = F.group_norm(x, groups, weight, bias, eps)
+    if scale is not None:
+        h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+    return F.silu(h)
 
 
 # --- metrics (DESIGN 1.4) -----------------------------------------------------------------------

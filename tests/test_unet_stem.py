@@ -35,12 +35,12 @@ def test_stem_is_unshuffle_then_the_same_network_then_shuffle(stem):
 
 def test_divisor_and_sides():
     cfg = UNET_PRESETS["cpu"]
-    assert cfg.stem == 4 and cfg.divisor == 16
+    assert cfg.stem == 2 and cfg.divisor == 8
     model = UNet(cfg).eval()
     with torch.no_grad():
-        assert model(torch.randn(1, 1, 32, 48), torch.tensor([1])).shape == (1, 1, 32, 48)
-        with pytest.raises(ValueError, match="multiples of 16"):
-            model(torch.randn(1, 1, 40, 48), torch.tensor([1]))
+        assert model(torch.randn(1, 1, 24, 40), torch.tensor([1])).shape == (1, 1, 24, 40)
+        with pytest.raises(ValueError, match="multiples of 8"):
+            model(torch.randn(1, 1, 36, 48), torch.tensor([1]))
 
 
 def test_configs_without_a_stem_load_as_before():

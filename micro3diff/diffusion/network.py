@@ -2,13 +2,17 @@
 
 ``Network`` is the one object the sampler loop calls for eps. With ``SamplerOptions()`` (all off) it is the
 reference: ``slice_eps`` (fp32, eager, ``max_batch`` slices per forward), a device sync after every
-forward and the host clock for the network's share. ``SamplerOptions.fast(device)`` turns on, on CUDA only:
+forward and the host clock for the network's share. ``SamplerOptions.fast(device)`` turns on, on CUDA
+(``channels_last`` and ``fused_norm`` on the CPU):
 
 - ``autocast_bf16``: the U-Net under bf16 autocast; its Conv2d/Linear weights are held in bf16 for the run
   (what autocast would cast them to on every call, so the numbers are autocast's, without the per-call weight
   casts); GroupNorm stays fp32 (autocast's policy). eps comes out bf16; the state x and every update stay
   fp32 (the fused step reads bf16 eps and computes in fp32).
-- ``channels_last``: 4D weights and the model's input in channels_last memory format (cuDNN's NHWC kernels).
+- ``channels_last``: 4D weights and the model's input in channels_last memory format (cuDNN's / oneDNN's NHWC
+  kernels).
+- ``fused_norm`` (CPU): each GroupNorm (+ time scale / shift) + SiLU of the U-Net as one compiled op,
+  ``micro3diff::group_norm_silu`` (two passes over the activations where eager PyTorch makes four).
 - ``cuda_graph``: the whole eps computation (all ``max_batch`` chunks) for one (plane model, x shape) is
   captured once in a CUDA graph with static buffers and replayed: x is copied into the static input (no copy
   when x already is it: cubic volumes are updated in place, so after the first call x is the static input),
@@ -36,6 +40,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .unet import set_fused_norm
 
 @dataclass(frozen=True)
 class SamplerOptions:
@@ -44,19 +49,23 @@ class SamplerOptions:
     autocast_bf16: bool = False
     channels_last: bool = False
     cuda_graph: bool = False
+    fused_norm: bool = False
     sync_timing: bool = True
 
     @classmethod
     def fast(cls, device: torch.device | str) -> "SamplerOptions":
-        """The fast path for ``device``: everything on CUDA; on the CPU channels_last (oneDNN's NHWC convolutions,
-        fp32: the same volume up to float rounding; benchmarks/results/cpu_speed.json) and no per-forward sync."""
+        """The fast path for ``device``: on CUDA bf16, channels_last and a CUDA graph; on the CPU channels_last
+        (oneDNN's NHWC convolutions) and the fused norm-activation (fp32 both: the same volume up to float
+        rounding; benchmarks/results/cpu_speed.json); no per-forward sync."""
         cuda = torch.device(device).type == "cuda" and torch.cuda.is_available()
-        return cls(autocast_bf16=cuda, channels_last=True, cuda_graph=cuda, sync_timing=False)
+        return cls(autocast_bf16=cuda, channels_last=True, cuda_graph=cuda, fused_norm=not cuda, sync_timing=False)
 
     def check(self, device: torch.device) -> None:
-        """UserError if a CUDA-only feature is asked for on another device."""
+        """UserError if a feature is asked for on a device it does not run on."""
         if (self.autocast_bf16 or self.cuda_graph) and not (device.type == "cuda" and torch.cuda.is_available()):
             raise UserError(f"autocast_bf16 and cuda_graph need a CUDA device, got {device}")
+        if self.fused_norm and device.type != "cpu":
+            raise UserError(f"fused_norm (micro3diff::group_norm_silu) has a CPU kernel only, got {device}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -78,10 +87,12 @@ def slice_eps(model: nn.Module, x: torch.Tensor, t: int | torch.Tensor, max_batc
 
 @contextlib.contextmanager
 def _prepared_weights(models: list[nn.Module], options: SamplerOptions) -> Iterator[None]:
-    """bf16 Conv2d/Linear weights and/or channels_last 4D weights for the block; the originals put back after."""
+    """bf16 Conv2d/Linear weights and/or channels_last 4D weights and/or the fused norm-activation for the block;
+    the originals put back after."""
     saved: list[tuple[nn.Parameter, torch.Tensor]] = []
     try:
         for m in models:
+            set_fused_norm(m, options.fused_norm)
             for mod in m.modules():
                 if not isinstance(mod, (nn.Conv2d, nn.Linear)):
                     continue
@@ -98,6 +109,8 @@ def _prepared_weights(models: list[nn.Module], options: SamplerOptions) -> Itera
     finally:
         for p, data in saved:
             p.data = data
+        for m in models:
+            set_fused_norm(m, False)
 
 
 class Network:

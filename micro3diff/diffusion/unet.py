@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import ops, reference
 from ..errors import UserError
 
 
@@ -76,9 +77,10 @@ UNET_PRESETS: dict[str, UNetConfig] = {
     "base": UNetConfig(dim=64, dim_mults=(1, 2, 4, 8), attention=(False, False, True, True), num_resnet_blocks=2,
                        heads=4, head_dim=32),
     # Paper A.1: dim 128, mults 1,2,4,8, attention F,F,T,T, 2 resnet blocks, 8 heads of 64.
-    # CPU-shaped (same FLOPs per pixel as tiny): a 4x4 pixel-unshuffle stem, then 64 / 128 / 128 channels.
-    "cpu": UNetConfig(dim=64, dim_mults=(1, 2, 2), attention=(False, False, False), num_resnet_blocks=1, heads=2,
-                      head_dim=16, stem=4),
+    # CPU-shaped: a 2x2 pixel-unshuffle stem, then 48 / 96 / 96 channels at 1/2, 1/4, 1/8 of the resolution
+    # (2.2x tiny's FLOPs, ~0.8-0.9 of the matmul ceiling where tiny reaches ~0.4; benchmarks/cpu_speed.py).
+    "cpu": UNetConfig(dim=48, dim_mults=(1, 2, 2), attention=(False, False, False), num_resnet_blocks=1, heads=2,
+                      head_dim=16, stem=2),
     "paper": UNetConfig(dim=128, dim_mults=(1, 2, 4, 8), attention=(False, False, True, True), num_resnet_blocks=2,
                         heads=8, head_dim=64),
 }
@@ -92,11 +94,21 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([args.sin(), args.cos()], dim=1)
 
 
+def norm_silu(norm: nn.GroupNorm, x: torch.Tensor, scale: torch.Tensor | None = None,
+              shift: torch.Tensor | None = None, *, fused: bool = False) -> torch.Tensor:
+    """``silu(norm(x) * (1 + scale) + shift)``; x: (B, C, H, W), scale, shift: (B, C) or None. ``fused`` and no
+    autograd: the compiled two-pass op (``ops.group_norm_silu``), else its PyTorch twin (the reference)."""
+    op = ops.group_norm_silu if fused and not torch.is_grad_enabled() else reference.group_norm_silu
+    return op(x, norm.num_groups, norm.weight, norm.bias, norm.eps, scale, shift)
+
+
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice, time embedding as scale and shift after the second norm. (B, cin, H, W) -> (B, cout, H, W)."""
+    """GroupNorm-SiLU-conv twice, time embedding as scale and shift after the second norm. (B, cin, H, W) -> (B, cout, H, W).
+    ``fused_norm``: the norm-activations through the compiled op (``set_fused_norm``)."""
 
     def __init__(self, cin: int, cout: int, time_dim: int, groups: int):
         super().__init__()
+        self.fused_norm = False
         self.norm1 = nn.GroupNorm(math.gcd(groups, cin), cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.time = nn.Linear(time_dim, 2 * cout)
@@ -105,9 +117,9 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.time(temb)[:, :, None, None].chunk(2, dim=1)
-        h = self.conv2(F.silu(self.norm2(h) * (1 + scale) + shift))
+        h = self.conv1(norm_silu(self.norm1, x, fused=self.fused_norm))
+        scale, shift = self.time(temb).chunk(2, dim=1)
+        h = self.conv2(norm_silu(self.norm2, h, scale, shift, fused=self.fused_norm))
         return h + self.skip(x)
 
 
@@ -145,6 +157,7 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = cfg = config
+        self.fused_norm = False
         time_dim = 4 * cfg.dim
         self.time_mlp = nn.Sequential(nn.Linear(cfg.dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
         folded = cfg.channels * cfg.stem**2  # channels after the pixel-unshuffle stem
@@ -203,8 +216,15 @@ class UNet(nn.Module):
                 h = attn(block(torch.cat([h, hs.pop()], dim=1), temb))
             if not isinstance(up, nn.Identity):
                 h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        out = self.out_conv(F.silu(self.out_norm(h)))
+        out = self.out_conv(norm_silu(self.out_norm, h, fused=self.fused_norm))
         return F.pixel_shuffle(out, s) if s > 1 else out
+
+
+def set_fused_norm(model: nn.Module, fused: bool) -> None:
+    """Route every norm-activation of ``model``'s U-Nets through the compiled op (True) or its twin, in place."""
+    for m in model.modules():
+        if isinstance(m, (UNet, ResBlock)):
+            m.fused_norm = fused
 
 
 def set_periodic(model: nn.Module, periodic: bool) -> None:

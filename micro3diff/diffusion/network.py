@@ -3,7 +3,7 @@
 ``Network`` is the one object the sampler loop calls for eps. With ``SamplerOptions()`` (all off) it is the
 reference: ``slice_eps`` (fp32, eager, ``max_batch`` slices per forward), a device sync after every
 forward and the host clock for the network's share. ``SamplerOptions.fast(device)`` turns on, on CUDA
-(``channels_last`` and ``fused_norm`` on the CPU):
+(``channels_last`` and ``fused_unet`` on the CPU):
 
 - ``autocast_bf16``: the U-Net under bf16 autocast; its Conv2d/Linear weights are held in bf16 for the run
   (what autocast would cast them to on every call, so the numbers are autocast's, without the per-call weight
@@ -11,8 +11,10 @@ forward and the host clock for the network's share. ``SamplerOptions.fast(device
   fp32 (the fused step reads bf16 eps and computes in fp32).
 - ``channels_last``: 4D weights and the model's input in channels_last memory format (cuDNN's / oneDNN's NHWC
   kernels).
-- ``fused_norm`` (CPU): each GroupNorm (+ time scale / shift) + SiLU of the U-Net as one compiled op,
-  ``micro3diff::group_norm_silu`` (two passes over the activations where eager PyTorch makes four).
+- ``fused_unet`` (CPU): the U-Net's inference fusions (``unet.set_fused``): each GroupNorm (+ time scale /
+  shift) + SiLU as one compiled op, ``micro3diff::group_norm_silu`` (two passes over the activations where
+  eager PyTorch makes four), and each nearest-upsample + 3x3 convolution as one 2x2 convolution per output
+  phase (4/9 of its multiply-adds).
 - ``cuda_graph``: the whole eps computation (all ``max_batch`` chunks) for one (plane model, x shape) is
   captured once in a CUDA graph with static buffers and replayed: x is copied into the static input (no copy
   when x already is it: cubic volumes are updated in place, so after the first call x is the static input),
@@ -40,7 +42,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .unet import set_fused_norm
+from .unet import set_fused
 
 @dataclass(frozen=True)
 class SamplerOptions:
@@ -49,23 +51,23 @@ class SamplerOptions:
     autocast_bf16: bool = False
     channels_last: bool = False
     cuda_graph: bool = False
-    fused_norm: bool = False
+    fused_unet: bool = False
     sync_timing: bool = True
 
     @classmethod
     def fast(cls, device: torch.device | str) -> "SamplerOptions":
         """The fast path for ``device``: on CUDA bf16, channels_last and a CUDA graph; on the CPU channels_last
-        (oneDNN's NHWC convolutions) and the fused norm-activation (fp32 both: the same volume up to float
+        (oneDNN's NHWC convolutions) and the U-Net's inference fusions (fp32 both: the same volume up to float
         rounding; benchmarks/results/cpu_speed.json); no per-forward sync."""
         cuda = torch.device(device).type == "cuda" and torch.cuda.is_available()
-        return cls(autocast_bf16=cuda, channels_last=True, cuda_graph=cuda, fused_norm=not cuda, sync_timing=False)
+        return cls(autocast_bf16=cuda, channels_last=True, cuda_graph=cuda, fused_unet=not cuda, sync_timing=False)
 
     def check(self, device: torch.device) -> None:
         """UserError if a feature is asked for on a device it does not run on."""
         if (self.autocast_bf16 or self.cuda_graph) and not (device.type == "cuda" and torch.cuda.is_available()):
             raise UserError(f"autocast_bf16 and cuda_graph need a CUDA device, got {device}")
-        if self.fused_norm and device.type != "cpu":
-            raise UserError(f"fused_norm (micro3diff::group_norm_silu) has a CPU kernel only, got {device}")
+        if self.fused_unet and device.type != "cpu":
+            raise UserError(f"fused_unet (micro3diff::group_norm_silu) has a CPU kernel only, got {device}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -87,12 +89,12 @@ def slice_eps(model: nn.Module, x: torch.Tensor, t: int | torch.Tensor, max_batc
 
 @contextlib.contextmanager
 def _prepared_weights(models: list[nn.Module], options: SamplerOptions) -> Iterator[None]:
-    """bf16 Conv2d/Linear weights and/or channels_last 4D weights and/or the fused norm-activation for the block;
-    the originals put back after."""
+    """bf16 Conv2d/Linear weights and/or channels_last 4D weights and/or the U-Net's inference fusions for the
+    block; the originals put back after."""
     saved: list[tuple[nn.Parameter, torch.Tensor]] = []
     try:
         for m in models:
-            set_fused_norm(m, options.fused_norm)
+            set_fused(m, options.fused_unet)
             for mod in m.modules():
                 if not isinstance(mod, (nn.Conv2d, nn.Linear)):
                     continue
@@ -110,7 +112,7 @@ def _prepared_weights(models: list[nn.Module], options: SamplerOptions) -> Itera
         for p, data in saved:
             p.data = data
         for m in models:
-            set_fused_norm(m, False)
+            set_fused(m, False)
 
 
 class Network:

@@ -41,13 +41,14 @@ def write_card(case: str, a) -> None:
                  f"{preset.nfe} U-Net calls")
     lines = [f"# `{case}`: {CASES[case]['title']}", "",
              "A small 2D v-prediction U-Net with a zero-terminal-SNR noise schedule, trained **on a shared 2-core CPU "
-             "for about 50 minutes** (a time box, not convergence). It is not the paper's model: the paper trains a "
+             f"for about {round(tr['train_seconds'] / 600) * 10} minutes** (a time box, not convergence). It is not the paper's model: the paper trains a "
              "much larger U-Net (dim 128, attention; A.1) for 50k GPU steps and samples with T = 1000, n_h = 10.", "",
              "## Data", "", DATA_TEXT[case], "",
              "## How it was made", "",
              "```", tr["command"], "```", "",
              f"* {tr['step']} steps in {tr['train_seconds']} s of wall time ({tr['train_seconds'] / 60:.0f} min) on "
-             f"{tr['device']}, one thread, side by side with the other two shipped models' runs (the runs were "
+             f"{tr['device']}, one thread, "
+             f"{CASES[case]['trained_beside']} (the runs were "
              f"started with `--steps 30000` and stopped at a checkpoint; the learning rate is constant after warm-up, "
              f"so `--steps {tr['step']}` gives the same weights). Run from the repository root; the data step is "
              f"`benchmarks/reproduce_paper.py --stages data`. Training is deterministic on CPU.",
@@ -60,7 +61,7 @@ def write_card(case: str, a) -> None:
              f"training crop {ck.data['image_size']} x {ck.data['image_size']}, 8-fold dihedral augmentation, "
              f"schedule {ck.schedule.kind} (betas {ck.schedule.beta_start:g}..{ck.schedule.beta_end:g} rescaled to "
              f"alphabar_T = 0), {ck.schedule.prediction}-prediction, T = {ck.schedule.T}.",
-             f"* U-Net (`tiny` preset): dim {u.dim}, dim_mults {list(u.dim_mults)}, attention "
+             f"* U-Net (`{tr.get('preset', 'tiny')}` preset{f', a {u.stem} x {u.stem} pixel-unshuffle stem' if u.stem > 1 else ''}): dim {u.dim}, dim_mults {list(u.dim_mults)}, attention "
              f"{list(u.attention)}, {u.num_resnet_blocks} resnet block per level, {params / 1e6:.2f} M parameters. "
              f"Fully convolutional: it samples 64^3 (or any multiple of {u.divisor}) volumes.", "",
              "## Use", "", "```", f"m3d sample {case} --size 64 --count 10 -o out/   # --preset auto: {auto_text}",

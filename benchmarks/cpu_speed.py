@@ -1,9 +1,12 @@
 """CPU speed of the U-Net against this machine's fp32 matmul ceiling, reference vs fast path, in one run.
 
 Per U-Net preset: forward GFLOP/s (batch 32 of 64^2, no grad) and training images/s + GFLOP/s (forward +
-backward + AdamW, batch 16 of 48^2), reference (contiguous NCHW) vs fast (channels_last), on 1 and 2 threads,
-each beside the same thread count's fp32 matmul GFLOP/s (1024^2). FLOPs come from torch.utils.flop_counter
-(a training step counts forward + backward). Then ``m3d sample spheres --size 64 --preset preview`` wall seconds
+backward + AdamW, batch 16 of 48^2), reference (contiguous NCHW, eager PyTorch) vs fast (channels_last; the
+forward also with the U-Net's inference fusions, ``unet.set_fused``; training has none: autograd takes the
+reference ops), on 1 and 2 threads, each beside the same thread count's fp32 matmul GFLOP/s (1024^2). FLOPs
+come from torch.utils.flop_counter on the reference path (a training step counts forward + backward): the
+model's FLOPs, so both paths' GFLOP/s are the model's work per second (the fast forward's sub-pixel upsampling
+does fewer multiply-adds for the same output). ``shipped`` names the preset of each shipped model. Then ``m3d sample spheres --size 64 --preset preview`` wall seconds
 with --no-fast / --fast, interleaved repeats, median. ``--compile PRESET``: torch.compile (inductor, CPU) of
 the fast path's forward, its compile seconds beside the eager forward, to see whether it pays back within one
 ``m3d sample`` run. Writes benchmarks/results/cpu_speed.json.
@@ -20,7 +23,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import _bench
-from micro3diff.diffusion.unet import UNET_PRESETS, UNet
+from micro3diff.diffusion.unet import UNET_PRESETS, UNet, set_fused
+from micro3diff.api import list_models
+from micro3diff.io.checkpoint import read_config, resolve
 
 
 def _best(fn, repeats: int) -> float:
@@ -45,6 +50,7 @@ def _forward_inputs(preset: str, fast: bool) -> tuple[torch.nn.Module, torch.Ten
     x, t = torch.randn(32, 1, 64, 64), torch.randint(0, 1000, (32,))
     if fast:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        set_fused(model, True)
     return model, x, t
 
 
@@ -54,7 +60,9 @@ def forward_gflops(preset: str, fast: bool, repeats: int) -> dict:
     def run():
         with torch.no_grad():
             model(x, t)
-    flops = _flops(run)
+    reference = _forward_inputs(preset, False)[0]
+    with torch.no_grad():
+        flops = _flops(lambda: reference(x.contiguous(), t))  # the model's FLOPs, whichever path runs
     sec = _best(run, repeats)
     return {"gflop_per_image": flops / 32 / 1e9, "gflops": flops / sec / 1e9, "seconds": sec}
 
@@ -91,6 +99,16 @@ def train_speed(preset: str, fast: bool, repeats: int) -> dict:
     flops = _flops(step)
     sec = _best(step, repeats)
     return {"images_per_s": 16 / sec, "gflops": flops / sec / 1e9, "seconds": sec}
+
+
+def shipped_presets() -> dict[str, str]:
+    """{shipped model: its U-Net preset} (by architecture; "custom" if it matches none)."""
+    out = {}
+    for name in list_models():
+        unet = read_config(resolve(name))["unet"]
+        out[name] = next((k for k, c in UNET_PRESETS.items() if all(unet.get(f) == (list(v) if isinstance(v, tuple)
+                          else v) for f, v in vars(c).items())), "custom")
+    return out
 
 
 def sample(fast: bool, threads: int) -> None:
@@ -143,8 +161,8 @@ def main() -> None:
                 "median": med, "speedup": med["reference"] / med["fast"]}
     print(f"m3d sample preview 64^3: reference {med['reference']:.1f} s, fast {med['fast']:.1f} s, "
           f"x{sampling['speedup']:.2f}", flush=True)
-    _bench.write_result(_bench.RESULTS / "cpu_speed.json", {"note": a.note, "unet": rows, "compile": compiled,
-                                                            "sample": sampling},
+    _bench.write_result(_bench.RESULTS / "cpu_speed.json", {"note": a.note, "shipped": shipped_presets(),
+                                                            "unet": rows, "compile": compiled, "sample": sampling},
                         "cpu", __file__)
 
 

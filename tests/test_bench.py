@@ -1,4 +1,4 @@
-"""benchmarks/_bench.py: interleaved timing, the rerun command and the result file's facts."""
+"""benchmarks/_bench.py: interleaved timing, the rerun command and the result file's facts; cpu_speed.py's FLOP count."""
 import json
 import sys
 from pathlib import Path
@@ -27,3 +27,14 @@ def test_write_result_records_device_command_date_versions(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["benchmark"] == "x" and doc["device"].endswith("cores") and doc["versions"]["torch"]
     assert doc["command"] == "PYTHONPATH=. python benchmarks/x.py --n 'a b'" and doc["date"]
+
+
+def test_cpu_speed_counts_the_models_flops_on_both_paths():
+    """The fast forward (channels_last + inference fusions) is credited with the model's FLOPs, the reference count."""
+    import cpu_speed
+
+    ref, fast = (cpu_speed.forward_gflops("cpu", f, repeats=1) for f in (False, True))
+    assert ref["gflop_per_image"] == fast["gflop_per_image"] > 0
+    assert cpu_speed.train_speed("tiny", True, repeats=1)["images_per_s"] > 0
+    shipped = cpu_speed.shipped_presets()
+    assert set(shipped) == {"spheres", "polycrystal", "carbonate"} and set(shipped.values()) <= {"tiny", "cpu"}

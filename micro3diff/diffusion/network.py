@@ -60,7 +60,8 @@ class SamplerOptions:
         (oneDNN's NHWC convolutions) and the U-Net's inference fusions (fp32 both: the same volume up to float
         rounding; benchmarks/results/cpu_speed.json); no per-forward sync."""
         cuda = torch.device(device).type == "cuda" and torch.cuda.is_available()
-        return cls(autocast_bf16=cuda, channels_last=True, cuda_graph=cuda, fused_unet=not cuda, sync_timing=False)
+        cpu = torch.device(device).type == "cpu"
+        return cls(autocast_bf16=cuda, channels_last=True, cuda_graph=cuda, fused_unet=cpu, sync_timing=False)
 
     def check(self, device: torch.device) -> None:
         """UserError if a feature is asked for on a device it does not run on."""

@@ -6,9 +6,11 @@ forward also with the U-Net's inference fusions, ``unet.set_fused``; training ha
 reference ops), on 1 and 2 threads, each beside the same thread count's fp32 matmul GFLOP/s (1024^2). FLOPs
 come from torch.utils.flop_counter on the reference path (a training step counts forward + backward): the
 model's FLOPs, so both paths' GFLOP/s are the model's work per second (the fast forward's sub-pixel upsampling
-does fewer multiply-adds for the same output). ``shipped`` names the preset of each shipped model. Then ``m3d sample spheres --size 64 --preset preview`` wall seconds
-with --no-fast / --fast, interleaved repeats, median. ``--compile PRESET``: torch.compile (inductor, CPU) of
-the fast path's forward, its compile seconds beside the eager forward, to see whether it pays back within one
+does fewer multiply-adds for the same output). ``shipped`` names the preset of each shipped model.
+
+Then ``m3d sample MODEL --size 64 --preset preview`` wall seconds with --no-fast / --fast for each of
+``--sample-models``, interleaved repeats, median. ``--compile PRESET``: torch.compile (inductor, CPU) of the
+fast path's forward, its compile seconds beside the eager forward, to see whether it pays back within one
 ``m3d sample`` run. Writes benchmarks/results/cpu_speed.json.
 
   PYTHONPATH=. python benchmarks/cpu_speed.py --note "idle machine"
@@ -111,10 +113,10 @@ def shipped_presets() -> dict[str, str]:
     return out
 
 
-def sample(fast: bool, threads: int) -> None:
-    """``m3d sample spheres --size 64 --preset preview`` in a subprocess, --fast or --no-fast."""
+def sample(model: str, fast: bool, threads: int) -> None:
+    """``m3d sample MODEL --size 64 --preset preview`` in a subprocess, --fast or --no-fast."""
     with tempfile.TemporaryDirectory() as out:
-        _bench.run_m3d("sample", "spheres", "--size", "64", "--preset", "preview", "--device", "cpu", "--format", "npy",
+        _bench.run_m3d("sample", model, "--size", "64", "--preset", "preview", "--device", "cpu", "--format", "npy",
                        "-o", out, "--threads", threads, "--fast" if fast else "--no-fast", capture_output=True)
 
 
@@ -125,6 +127,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--sample-repeats", type=int, default=3)
     p.add_argument("--sample-threads", type=int, default=2)
+    p.add_argument("--sample-models", default="spheres,carbonate", help="shipped models timed end to end")
     p.add_argument("--note", default="", help="what else ran on the machine")
     p.add_argument("--compile", metavar="PRESET", help="also time torch.compile of this preset (1 thread)")
     p.add_argument("--smoke", action="store_true", help="tiny run for the tests (no sampling)")
@@ -153,14 +156,18 @@ def main() -> None:
     if a.smoke:
         print("smoke: no results written")
         return
-    runs = _bench.interleaved({"reference": lambda: sample(False, a.sample_threads),
-                               "fast": lambda: sample(True, a.sample_threads)}, a.sample_repeats, warmup=False)
-    med = {k: r.median for k, r in runs.items()}
-    sampling = {"command": "m3d sample spheres --size 64 --preset preview --threads "
-                           f"{a.sample_threads} --no-fast|--fast", "seconds": {k: r.seconds for k, r in runs.items()},
-                "median": med, "speedup": med["reference"] / med["fast"]}
-    print(f"m3d sample preview 64^3: reference {med['reference']:.1f} s, fast {med['fast']:.1f} s, "
-          f"x{sampling['speedup']:.2f}", flush=True)
+    sampling = {}
+    for model in a.sample_models.split(","):
+        runs = _bench.interleaved({"reference": lambda: sample(model, False, a.sample_threads),
+                                   "fast": lambda: sample(model, True, a.sample_threads)}, a.sample_repeats,
+                                  warmup=False)
+        med = {k: r.median for k, r in runs.items()}
+        sampling[model] = {"command": f"m3d sample {model} --size 64 --preset preview --threads "
+                                      f"{a.sample_threads} --no-fast|--fast",
+                           "seconds": {k: r.seconds for k, r in runs.items()}, "median": med,
+                           "speedup": med["reference"] / med["fast"]}
+        print(f"m3d sample {model} preview 64^3: reference {med['reference']:.1f} s, fast {med['fast']:.1f} s, "
+              f"x{sampling[model]['speedup']:.2f}", flush=True)
     _bench.write_result(_bench.RESULTS / "cpu_speed.json", {"note": a.note, "shipped": shipped_presets(),
                                                             "unet": rows, "compile": compiled, "sample": sampling},
                         "cpu", __file__)

@@ -87,7 +87,7 @@ def test_auto_preset_resolves_per_model():
 
     poly, sph = (load_checkpoint(n).sha256 for n in ("polycrystal", "spheres"))
     assert sampler_settings("auto", sha256s=[poly] * 3) == SamplerPreset(50, 6, "ddim", 1.0)
-    assert sampler_settings("auto", sha256s=[sph] * 3) == PRESETS["fast"]
+    assert sampler_settings("auto", sha256s=[sph] * 3) == PRESETS["preview"]
     assert sampler_settings("auto", sha256s=[poly, sph, poly]) == PRESETS["fast"]  # mixed planes: no measurement
     assert sampler_settings("auto", sha256s=["0" * 64]) == PRESETS["fast"]  # a user's model
     assert sampler_settings("auto", steps=2, sha256s=[poly]) == SamplerPreset(2, 6, "ddim", 1.0)  # overrides apply

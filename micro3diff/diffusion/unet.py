@@ -77,8 +77,8 @@ UNET_PRESETS: dict[str, UNetConfig] = {
     "base": UNetConfig(dim=64, dim_mults=(1, 2, 4, 8), attention=(False, False, True, True), num_resnet_blocks=2,
                        heads=4, head_dim=32),
     # Paper A.1: dim 128, mults 1,2,4,8, attention F,F,T,T, 2 resnet blocks, 8 heads of 64.
-    # CPU-shaped: a 2x2 pixel-unshuffle stem, then 48 / 96 / 96 channels at 1/2, 1/4, 1/8 of the resolution
-    # (2.2x tiny's FLOPs, ~0.8-0.9 of the matmul ceiling where tiny reaches ~0.4; benchmarks/cpu_speed.py).
+    # CPU-shaped (the shipped spheres model): a 2x2 pixel-unshuffle stem, then 48 / 96 / 96 channels at 1/2, 1/4,
+    # 1/8 of the resolution: 2.2x tiny's FLOPs in about tiny's seconds (benchmarks/results/cpu_speed.json).
     "cpu": UNetConfig(dim=48, dim_mults=(1, 2, 2), attention=(False, False, False), num_resnet_blocks=1, heads=2,
                       head_dim=16, stem=2),
     "paper": UNetConfig(dim=128, dim_mults=(1, 2, 4, 8), attention=(False, False, True, True), num_resnet_blocks=2,

@@ -104,13 +104,8 @@ def train_speed(preset: str, fast: bool, repeats: int) -> dict:
 
 
 def shipped_presets() -> dict[str, str]:
-    """{shipped model: its U-Net preset} (by architecture; "custom" if it matches none)."""
-    out = {}
-    for name in list_models():
-        unet = read_config(resolve(name))["unet"]
-        out[name] = next((k for k, c in UNET_PRESETS.items() if all(unet.get(f) == (list(v) if isinstance(v, tuple)
-                          else v) for f, v in vars(c).items())), "custom")
-    return out
+    """{shipped model: the U-Net preset its training header records}."""
+    return {name: read_config(resolve(name))["training"]["preset"] for name in list_models()}
 
 
 def sample(model: str, fast: bool, threads: int) -> None:

@@ -5,8 +5,8 @@ backward + AdamW, batch 16 of 48^2), reference (contiguous NCHW, eager PyTorch) 
 forward also with the U-Net's inference fusions, ``unet.set_fused``; training has none: autograd takes the
 reference ops), on 1 and 2 threads, each beside the same thread count's fp32 matmul GFLOP/s (1024^2). FLOPs
 come from torch.utils.flop_counter on the reference path (a training step counts forward + backward): the
-model's FLOPs, so both paths' GFLOP/s are the model's work per second (the fast forward's sub-pixel upsampling
-does fewer multiply-adds for the same output). ``shipped`` names the preset of each shipped model.
+model's FLOPs, so both paths' GFLOP/s are the model's work per second (the fast forward's Winograd convolutions,
+``micro3diff::conv3x3``, do about 1/4 of the multiply-adds for the same output, so it can pass the ceiling). ``shipped`` names the preset of each shipped model.
 
 Then ``m3d sample MODEL --size 64 --preset preview`` wall seconds with --no-fast / --fast for each of
 ``--sample-models``, interleaved repeats, median. ``--compile PRESET``: torch.compile (inductor, CPU) of the

@@ -22,6 +22,10 @@ TORCH_LIBRARY(micro3diff, m) {
   // U-Net normalised activation, inference: silu(group_norm(x, groups, weight, bias, eps) * (1 + scale) + shift).
   // x: (N, C, H, W) f32, NCHW or channels_last (out keeps it); scale, shift: (N, C), both or neither. CPU only.
   m.def("group_norm_silu(Tensor x, int groups, Tensor weight, Tensor bias, float eps, Tensor? scale, Tensor? shift) -> Tensor");
+  // U-Net 3x3 convolution, stride 1, padding 1 (zero, or circular), inference, by Winograd F(4x4, 3x3):
+  // conv2d(x, weight, bias), of x upsampled 2x (nearest) if upsample. x: (N, C, H, W) f32, NCHW or channels_last
+  // (out keeps it); weight (O, C, 3, 3); bias (O,). CPU only.
+  m.def("conv3x3(Tensor x, Tensor weight, Tensor bias, bool circular, bool upsample) -> Tensor");
   // Torquato lineal path by run lengths; x: (B, *spatial) uint8 (nonzero = phase) -> (B, ndim, z_max + 1) f64.
   m.def("lineal_path(Tensor x, int z_max, bool periodic) -> Tensor");
 }

@@ -104,6 +104,14 @@ def group_norm_silu(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: to
     return _dispatch("group_norm_silu", x, int(groups), weight, bias, float(eps), scale, shift)
 
 
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, circular: bool,
+            upsample: bool = False) -> torch.Tensor:
+    """``conv2d(x, weight, bias)``, 3x3, stride 1, padding 1 (zero or circular), of x upsampled 2x (nearest) if
+    ``upsample``, by Winograd F(4x4, 3x3), for inference (no autograd). x: (N, C, H, W) float32, NCHW or
+    channels_last (kept); weight: (O, C, 3, 3); bias: (O,) -> (N, O, H, W), or (N, O, 2H, 2W) with upsample."""
+    return _dispatch("conv3x3", x, weight, bias, bool(circular), bool(upsample))
+
+
 # --- metrics ------------------------------------------------------------------------------------
 
 

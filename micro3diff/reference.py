@@ -130,6 +130,17 @@ def group_norm_silu(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: to
     return F.silu(h)
 
 
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, circular: bool,
+            upsample: bool = False) -> torch.Tensor:
+    """3x3 convolution, stride 1, padding 1: zero, or circular (periodic), of x upsampled 2x by nearest neighbour
+    if ``upsample``. x: (N, C, H, W); weight: (O, C, 3, 3); bias: (O,) -> (N, O, H, W) (2H, 2W with upsample)."""
+    if upsample:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+    if circular:
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), weight, bias)
+    return F.conv2d(x, weight, bias, padding=1)
+
+
 # --- metrics (DESIGN 1.4) -----------------------------------------------------------------------
 
 

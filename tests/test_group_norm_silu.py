@@ -1,5 +1,5 @@
-"""The U-Net's inference fusions: micro3diff::group_norm_silu against its PyTorch twin, the sub-pixel upsampling
-convolution against interpolate + conv, and both in the U-Net and the sampler's network."""
+"""The U-Net's inference fusions: micro3diff::group_norm_silu against its PyTorch twin, and the fused U-Net (with
+micro3diff::conv3x3, tests/test_conv3x3.py) against the reference, in the U-Net and the sampler's network."""
 import dataclasses
 
 import pytest
@@ -8,7 +8,7 @@ from torch import nn
 
 from micro3diff import _ext, ops, reference
 from micro3diff.diffusion.network import SamplerOptions, network
-from micro3diff.diffusion.unet import UNET_PRESETS, ResBlock, UNet, set_fused, upsample_conv
+from micro3diff.diffusion.unet import UNET_PRESETS, ResBlock, UNet, set_fused
 from micro3diff.errors import UserError
 
 needs_kernel = pytest.mark.skipif(not (_ext.HAS_EXT and _ext.has_kernel("group_norm_silu", "cpu")),
@@ -90,24 +90,6 @@ def test_dispatch_falls_back_to_the_twin(monkeypatch):
     assert torch.equal(ops.group_norm_silu(*args), reference.group_norm_silu(*args))
 
 
-@pytest.mark.parametrize("padding_mode", ["zeros", "circular"])
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("h, w", [(5, 7), (1, 1), (8, 8)])
-def test_sub_pixel_upsample_conv_equals_interpolate_then_conv(padding_mode, channels_last, h, w):
-    torch.manual_seed(0)
-    conv = nn.Conv2d(8, 6, 3, padding=1, padding_mode=padding_mode)
-    x = torch.randn(2, 8, h, w)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        want = conv(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
-        got = upsample_conv(conv, x, fused=True)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    if h * w > 1:  # a 1 x 1 image is both formats
-        assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    assert torch.equal(upsample_conv(conv, x), conv(torch.nn.functional.interpolate(x, scale_factor=2.0)))
-
-
 def _unet() -> UNet:
     torch.manual_seed(0)
     model = UNet(dataclasses.replace(UNET_PRESETS["cpu"])).eval()
@@ -126,8 +108,8 @@ def test_unet_fused_equals_reference_forward(channels_last):
             model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
         set_fused(model, True)
         got = model(x, t)
-    assert want.abs().max() > 0
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert want.abs().max() > 0  # Winograd (conv3x3) rounding: a few float32 ulps of the largest activations
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
 
 
 def test_unet_under_autograd_uses_the_twin():
@@ -148,5 +130,5 @@ def test_network_sets_and_restores_the_flag():
     with network({"yz": model}, SamplerOptions(fused_unet=True, sync_timing=False), 8, torch.device("cpu")):
         assert all(m.fused for m in blocks)
     assert not any(m.fused for m in blocks)
-    with pytest.raises(UserError, match="CPU kernel only"):
+    with pytest.raises(UserError, match="CPU kernels only"):
         SamplerOptions(fused_unet=True).check(torch.device("meta"))

@@ -11,6 +11,7 @@
 
 #include "fused_step.h"
 #include "philox.h"
+#include "cpu/target_clones.h"
 
 namespace {
 
@@ -22,13 +23,10 @@ constexpr int64_t kCube = 16;    // in-place rotation: side of the blocks that 3
 int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // buf[4 j .. 4 j + 4) = the normals of group[j], j < n. The loop vectorises (compiled with -fno-math-errno);
-// on x86-64, GCC >= 12 also emits x86-64-v3 (AVX2) and -v4 (AVX-512) clones picked at load time (v4: about
+// M3D_CLONES (target_clones.h) also emits x86-64-v3 (AVX2) and -v4 (AVX-512) clones picked at load time (v4: about
 // 2.7x plain "avx512f" in a microbenchmark here, thanks to the BW/DQ/VL lane moves). Same bits in every
 // clone: the arithmetic is IEEE single-rounding throughout (philox.h, -ffp-contract=off).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-void philox_fill(uint64_t seed, uint64_t offset, const uint64_t* group, int64_t n, float* buf) {
+M3D_CLONES void philox_fill(uint64_t seed, uint64_t offset, const uint64_t* group, int64_t n, float* buf) {
   for (int64_t j = 0; j < n; ++j) m3d::philox_normal4(seed, offset, group[j], buf + 4 * j);
 }
 

@@ -17,15 +17,11 @@
 #include <optional>
 #include <vector>
 
+#include "cpu/target_clones.h"
+
 namespace {
 
 constexpr int64_t kBlock = 64;  // pixels (NHWC) or values (NCHW) summed in float before the double totals
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
-#define M3D_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define M3D_CLONES
-#endif
 
 // exp(z) for z in [-87, 87] (clamped): 2^n * p(r), z = n ln2 + r, |r| <= ln2 / 2. Branch-free, so loops vectorise:
 // n is rounded by adding and subtracting 1.5 * 2^23 (no floor call), 2^n is built from its exponent bits.

@@ -13,8 +13,9 @@ forward and the host clock for the network's share. ``SamplerOptions.fast(device
   kernels).
 - ``fused_unet`` (CPU): the U-Net's inference fusions (``unet.set_fused``): each GroupNorm (+ time scale /
   shift) + SiLU as one compiled op, ``micro3diff::group_norm_silu`` (two passes over the activations where
-  eager PyTorch makes four), and each nearest-upsample + 3x3 convolution as one 2x2 convolution per output
-  phase (4/9 of its multiply-adds).
+  eager PyTorch makes four), and the 3x3 convolutions of the residual blocks and of the decoder's upsampling
+  (read in place from the low-resolution input) by Winograd F(4x4, 3x3), ``micro3diff::conv3x3`` (1/4 of the
+  multiply-adds).
 - ``cuda_graph``: the whole eps computation (all ``max_batch`` chunks) for one (plane model, x shape) is
   captured once in a CUDA graph with static buffers and replayed: x is copied into the static input (no copy
   when x already is it: cubic volumes are updated in place, so after the first call x is the static input),
@@ -68,7 +69,7 @@ class SamplerOptions:
         if (self.autocast_bf16 or self.cuda_graph) and not (device.type == "cuda" and torch.cuda.is_available()):
             raise UserError(f"autocast_bf16 and cuda_graph need a CUDA device, got {device}")
         if self.fused_unet and device.type != "cpu":
-            raise UserError(f"fused_unet (micro3diff::group_norm_silu) has a CPU kernel only, got {device}")
+            raise UserError(f"fused_unet (micro3diff::group_norm_silu, conv3x3) has CPU kernels only, got {device}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

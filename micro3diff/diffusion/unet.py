@@ -102,39 +102,31 @@ def norm_silu(norm: nn.GroupNorm, x: torch.Tensor, scale: torch.Tensor | None = 
     return op(x, norm.num_groups, norm.weight, norm.bias, norm.eps, scale, shift)
 
 
-def _phase_taps(w: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """3 taps along ``dim`` of a 3x3 kernel -> the 2 taps each output phase of a nearest 2x upsampling sees:
-    phase 0 reads rows (i-1, i) with taps (0, 1+2), phase 1 rows (i, i+1) with taps (0+1, 2)."""
-    t0, t1, t2 = w.unbind(dim)
-    return torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)
+def _compiled_conv(conv: nn.Conv2d, fused: bool) -> bool:
+    """Whether ``conv`` (3x3, stride 1, padding 1) takes the compiled Winograd op: ``fused``, no autograd, and
+    C, O >= 16 (the thin stem and output convolutions keep conv2d: their products would be mostly padding)."""
+    return fused and not torch.is_grad_enabled() and conv.in_channels >= 16 and conv.out_channels >= 16
+
+
+def conv3x3(conv: nn.Conv2d, h: torch.Tensor, *, fused: bool = False) -> torch.Tensor:
+    """``conv`` (3x3, stride 1, padding 1) of h: (B, C, H, W) -> (B, O, H, W); ``fused``: by Winograd
+    (``ops.conv3x3``: 1/4 of the multiply-adds) where ``_compiled_conv``, equal up to rounding."""
+    if not _compiled_conv(conv, fused):
+        return conv(h)
+    return ops.conv3x3(h, conv.weight, conv.bias, conv.padding_mode == "circular")
 
 
 def upsample_conv(conv: nn.Conv2d, h: torch.Tensor, *, fused: bool = False) -> torch.Tensor:
     """``conv`` (3x3, padding 1) of h upsampled 2x by nearest neighbour: (B, C, H, W) -> (B, O, 2H, 2W).
-
-    ``fused`` and no autograd: the same map as one 2x2 convolution of the padded h with 4 O outputs, one per
-    output phase (a, b) (sub-pixel form): 4/9 of the multiply-adds and no 4x-sized input; equal up to rounding.
-    """
-    if not fused or torch.is_grad_enabled():
+    ``fused``: the compiled op reads h in place (no 4x-sized input) where ``_compiled_conv``."""
+    if not _compiled_conv(conv, fused):
         return conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-    B, _, H, W = h.shape
-    O = conv.out_channels
-    wf = torch.cat([p for rows in _phase_taps(conv.weight, 2) for p in _phase_taps(rows, 3)])  # (4 O, C, 2, 2)
-    nhwc = h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous()
-    fmt = torch.channels_last if nhwc else torch.contiguous_format
-    padded = F.pad(h, (1, 1, 1, 1), mode="circular" if conv.padding_mode == "circular" else "constant")
-    y = F.conv2d(padded, wf.contiguous(memory_format=fmt), conv.bias.repeat(4))  # (B, 4 O, H + 1, W + 1)
-    out = torch.empty((B, O, 2 * H, 2 * W), dtype=y.dtype, device=y.device, memory_format=fmt)
-    phases = out.view(B, O, H, 2, W, 2)
-    for a in (0, 1):
-        for b in (0, 1):
-            phases[:, :, :, a, :, b] = y[:, (2 * a + b) * O:(2 * a + b + 1) * O, a:a + H, b:b + W]
-    return out
+    return ops.conv3x3(h, conv.weight, conv.bias, conv.padding_mode == "circular", upsample=True)
 
 
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, time embedding as scale and shift after the second norm. (B, cin, H, W) -> (B, cout, H, W).
-    ``fused``: the norm-activations through the compiled op (``set_fused``)."""
+    ``fused``: the norm-activations and convolutions through the compiled ops (``set_fused``)."""
 
     def __init__(self, cin: int, cout: int, time_dim: int, groups: int):
         super().__init__()
@@ -147,9 +139,9 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(norm_silu(self.norm1, x, fused=self.fused))
+        h = conv3x3(self.conv1, norm_silu(self.norm1, x, fused=self.fused), fused=self.fused)
         scale, shift = self.time(temb).chunk(2, dim=1)
-        h = self.conv2(norm_silu(self.norm2, h, scale, shift, fused=self.fused))
+        h = conv3x3(self.conv2, norm_silu(self.norm2, h, scale, shift, fused=self.fused), fused=self.fused)
         return h + self.skip(x)
 
 
@@ -253,8 +245,8 @@ class UNet(nn.Module):
 
 def set_fused(model: nn.Module, fused: bool) -> None:
     """Inference fusions of ``model``'s U-Nets on (True) or off, in place: every norm-activation through the
-    compiled op (``norm_silu``) and the upsampling convolutions in sub-pixel form (``upsample_conv``). They act
-    only without autograd (training and gradients always take the reference path)."""
+    compiled op (``norm_silu``), the residual blocks' and upsampling 3x3 convolutions by Winograd (``conv3x3``,
+    ``upsample_conv``). They act only without autograd (training and gradients always take the reference path)."""
     for m in model.modules():
         if isinstance(m, (UNet, ResBlock)):
             m.fused = fused

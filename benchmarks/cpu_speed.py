@@ -11,15 +11,18 @@ model's FLOPs, so both paths' GFLOP/s are the model's work per second (the fast 
 Then ``m3d sample MODEL --size 64 --preset preview`` wall seconds with --no-fast / --fast for each of
 ``--sample-models``, interleaved repeats, median. ``--compile PRESET``: torch.compile (inductor, CPU) of the
 fast path's forward, its compile seconds beside the eager forward, to see whether it pays back within one
-``m3d sample`` run. Writes benchmarks/results/cpu_speed.json.
+``m3d sample`` run. Both paths run with micro3diff's THP_MEM_ALLOC_ENABLE (recorded), as ``m3d`` does.
+Writes benchmarks/results/cpu_speed.json.
 
   PYTHONPATH=. python benchmarks/cpu_speed.py --note "idle machine"
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 
+import micro3diff  # noqa: F401  (before torch, as in `m3d`: its transparent-huge-page setting applies)
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
@@ -164,6 +167,7 @@ def main() -> None:
         print(f"m3d sample {model} preview 64^3: reference {med['reference']:.1f} s, fast {med['fast']:.1f} s, "
               f"x{sampling[model]['speedup']:.2f}", flush=True)
     _bench.write_result(_bench.RESULTS / "cpu_speed.json", {"note": a.note, "shipped": shipped_presets(),
+                                                            "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
                                                             "unet": rows, "compile": compiled, "sample": sampling},
                         "cpu", __file__)
 

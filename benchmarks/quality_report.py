@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import micro3diff  # noqa: F401  (before torch, as in `m3d`: its transparent-huge-page setting applies)
 import torch
 
 import _bench

@@ -15,9 +15,12 @@ from quality_report import setting_label
 MODELS = REPO / "micro3diff" / "models"
 
 
-# Hash prefixes of earlier shipped weights whose rows must not be credited to today's file of the same name and
-# step: the `tiny` spheres model (commit 3e88a2c, with and without x0-hat moments), replaced by the `cpu` preset.
-SUPERSEDED = {"spheres": {"07779df2b6553549", "af879207e35f78f2"}}
+# Hash prefixes of other weights of the same name and step whose rows must not be credited to today's file: the
+# `tiny` models the `cpu` preset replaced (with and without x0-hat moments; spheres at commit 3e88a2c, carbonate
+# at 2c670ab), and the `cpu` polycrystal model that was measured but not shipped (training_runs/README.md).
+SUPERSEDED = {"spheres": {"07779df2b6553549", "af879207e35f78f2"},
+              "carbonate": {"ef6a27a957c1ab33", "b852dfd1720e6ed0"},
+              "polycrystal": {"59ccb470c7465e19"}}
 
 
 def write_card(case: str, a) -> None:
@@ -54,9 +57,7 @@ def write_card(case: str, a) -> None:
              "```", tr["command"], "```", "",
              f"* {tr['step']} steps in {tr['train_seconds']} s of wall time ({tr['train_seconds'] / 60:.0f} min) on "
              f"{tr['device']}, one thread, "
-             f"{CASES[case]['trained_beside']} (the runs were "
-             f"started with `--steps 30000` and stopped at a checkpoint; the learning rate is constant after warm-up, "
-             f"so `--steps {tr['step']}` gives the same weights). Run from the repository root; the data step is "
+             f"{CASES[case]['trained_beside']}. Run from the repository root; the data step is "
              f"`benchmarks/reproduce_paper.py --stages data`. Training is deterministic on CPU.",
              f"* Shipped weights: the EMA weights of step {tr['step']}, stored as float16 "
              f"({size_mib:.2f} MiB), exported by `benchmarks/reproduce_paper.py --stages ship`.",

@@ -125,7 +125,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--sample-repeats", type=int, default=3)
     p.add_argument("--sample-threads", type=int, default=2)
-    p.add_argument("--sample-models", default="spheres,carbonate", help="shipped models timed end to end")
+    p.add_argument("--sample-models", default="spheres,polycrystal,carbonate", help="shipped models timed end to end")
     p.add_argument("--note", default="", help="what else ran on the machine")
     p.add_argument("--compile", metavar="PRESET", help="also time torch.compile of this preset (1 thread)")
     p.add_argument("--smoke", action="store_true", help="tiny run for the tests (no sampling)")

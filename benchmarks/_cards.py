@@ -15,12 +15,9 @@ from quality_report import setting_label
 MODELS = REPO / "micro3diff" / "models"
 
 
-# Hash prefixes of other weights of the same name and step whose rows must not be credited to today's file: the
-# `tiny` models the `cpu` preset replaced (with and without x0-hat moments; spheres at commit 3e88a2c, carbonate
-# at 2c670ab), and the `cpu` polycrystal model that was measured but not shipped (training_runs/README.md).
-SUPERSEDED = {"spheres": {"07779df2b6553549", "af879207e35f78f2"},
-              "carbonate": {"ef6a27a957c1ab33", "b852dfd1720e6ed0"},
-              "polycrystal": {"59ccb470c7465e19"}}
+# Hash prefixes of the shipped weights' earlier headers (the same weights before the header gained x0-hat
+# moments), whose rows are these weights' rows too.
+EARLIER_HEADERS = {"polycrystal": {"36654cc91eb613eb"}}
 
 
 def write_card(case: str, a) -> None:
@@ -33,10 +30,9 @@ def write_card(case: str, a) -> None:
     params = sum(p.numel() for p in ck.model.parameters())
     size_mib = ck.path.stat().st_size / 2**20
     qpath = RESULTS / "quality.json"
+    ours = {ck.sha256[:16], *EARLIER_HEADERS.get(case, ())}
     rows = [r for r in (json.loads(qpath.read_text())["rows"] if qpath.is_file() else [])
-            if r["case"] == case and r["model_sha256"] == ck.sha256[:16] or r["case"] == case and r["model"] == case
-            and r["training_step"] == tr["step"] and r["model_sha256"] not in SUPERSEDED.get(case, ())]
-    # ^ also the rows of these weights before the header gained moments (same name and step, older hash)
+            if r["case"] == case and r["model_sha256"] in ours]
     auto = next((e for e in json.loads(RECOMMENDED.read_text())["models"].values() if e["sha256"] == ck.sha256), None)
 
     def is_auto(r: dict) -> bool:

@@ -25,6 +25,7 @@
 #define M3D_AVX2 1
 #endif
 
+#include "cpu/nhwc.h"
 #include "cpu/target_clones.h"
 
 namespace {
@@ -277,9 +278,6 @@ void check_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor&
                   bias.device() == x.device(),
               "conv3x3: bias must be (O,) float32 on x's device");
 }
-
-// NHWC when x is channels_last and not also plain contiguous (C == 1 or H * W == 1 are both).
-bool is_nhwc(const at::Tensor& x) { return !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast); }
 
 at::Tensor empty_out(const at::Tensor& x, int64_t O, bool upsample) {
   const auto fmt = is_nhwc(x) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;

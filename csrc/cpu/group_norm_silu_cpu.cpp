@@ -17,6 +17,7 @@
 #include <optional>
 #include <vector>
 
+#include "cpu/nhwc.h"
 #include "cpu/target_clones.h"
 
 namespace {
@@ -126,11 +127,6 @@ void check_args(const at::Tensor& x, int64_t groups, const at::Tensor& weight, c
       TORCH_CHECK(t->dim() == 2 && t->size(0) == N && t->size(1) == C && t->scalar_type() == at::kFloat &&
                       t->device() == x.device(),
                   "group_norm_silu: scale and shift must be (N, C) float32 on x's device");
-}
-
-// NHWC when x is channels_last and not also plain contiguous (C == 1 or H * W == 1 are both).
-bool is_nhwc(const at::Tensor& x) {
-  return !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
 at::Tensor group_norm_silu_cpu(const at::Tensor& x, int64_t groups, const at::Tensor& weight, const at::Tensor& bias,

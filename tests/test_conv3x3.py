@@ -1,5 +1,9 @@
 """micro3diff::conv3x3 (Winograd F(4x4, 3x3)) against its PyTorch twin (conv2d, after a nearest 2x upsampling with
 ``upsample``) and in the U-Net's fused forward."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -52,6 +56,28 @@ def test_many_blocks_and_a_partial_last_one(threads):
         _close(OP(x, weight, bias, False, False), reference.conv3x3(x, weight, bias, False))
     finally:
         torch.set_num_threads(before)
+
+
+PLAIN_CHILD = """
+import torch
+from micro3diff import reference
+from tests.test_conv3x3 import _args, _close
+for n, c, o, h, w, cl, up, circ in [(2, 24, 32, 13, 4, True, False, True), (3, 48, 20, 5, 12, False, True, False),
+                                    (37, 64, 48, 12, 20, True, False, False)]:
+    x, weight, bias = _args(n, c, o, h, w, cl, seed=1, loc=5.0)
+    _close(torch.ops.micro3diff.conv3x3(x, weight, bias, circ, up), reference.conv3x3(x, weight, bias, circ, up))
+print("ok")
+"""
+
+
+@needs_kernel
+def test_plain_loop_products_equal_twin():
+    """M3D_CPU_GEMM=plain: the portable loops (what CPUs without AVX2 + FMA run) instead of the register kernel,
+    in a fresh interpreter (the choice is made once per process)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, M3D_CPU_GEMM="plain", PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", PLAIN_CHILD], env=env, cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 @needs_kernel

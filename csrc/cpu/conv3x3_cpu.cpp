@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -201,8 +202,12 @@ __attribute__((target("avx2,fma"))) void gemm_avx2(int64_t rows, int64_t K, int6
     }
 }
 
+// AVX2 + FMA present and not turned off by M3D_CPU_GEMM=plain (the portable loops every other CPU runs; tests).
 bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool yes = [] {
+    const char* mode = std::getenv("M3D_CPU_GEMM");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(mode && !std::strcmp(mode, "plain"));
+  }();
   return yes;
 }
 #endif

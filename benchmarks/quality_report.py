@@ -164,11 +164,11 @@ def write_md(rows: list[dict], results: Path) -> None:
              "floor mean. Target: phi within ±0.02, per-volume error <= max(1.5 x floor, paper). A `+vf` setting names "
              "its volume-fraction rule: *shift* (x0-hat shifted to phi; every row made before the checkpoints carried "
              "x0-hat moments) or *variance+shift* (first scaled to the variance the model gives on real images).", "",
-             "| case | mode | model (step) | setting | size x n | calls | s / vol | phi gen (ref) | S2 per vol | "
+             "| case | mode | model sha256 (step) | setting | size x n | calls | s / vol | phi gen (ref) | S2 per vol | "
              "S2 mean curve | S2 floor | S2 x floor | S2 shuffled | L per vol | L mean curve | L floor | L x floor | "
              "L shuffled |", "|" + "---|" * 18]
     for r in rows:
-        cells = [r["case"], r["mode"], f"{Path(r['model']).parent.name or r['model']} ({r['training_step']}, "
+        cells = [r["case"], r["mode"], f"{Path(r['model']).parent.name or r['model']} {r['model_sha256'][:8]} ({r['training_step']}, "
                  f"{r['schedule']['kind']}/{r['schedule'].get('prediction', 'eps')})", setting_label(r),
                  f"{r['size']} x {r['count']}", str(r["nfe"]), f"{r['seconds_per_volume']['mean']:.1f}",
                  f"{r['phi_generated']['mean']:.3f} ± {r['phi_generated']['std']:.3f} ({r['phi_reference']:.3f})"]

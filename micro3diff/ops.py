@@ -45,11 +45,19 @@ def _int64(v: int) -> int:
     return (v + 2**63) % 2**64 - 2**63
 
 
+@torch.compiler.assume_constant_result
+def _use_compiled_when_tracing(op: str, device_type: str) -> bool:
+    """``use_compiled`` evaluated once while torch.compile traces, its answer a constant of the graph (the kernel
+    lookup cannot be traced: without this every op call would break the graph)."""
+    return use_compiled(op, torch.device(device_type))
+
+
 def _dispatch(op: str, x: torch.Tensor, *args, **kwargs):
     """``torch.ops.micro3diff.<op>`` if it runs compiled on x's device, else ``reference.<op>``, with the same
     arguments. The schema takes ``kwargs`` positionally, in their order (``seed`` and ``offset`` as int64
     words); an in-place op returns x."""
-    if not use_compiled(op, x.device):
+    tracing = torch.compiler.is_compiling()
+    if not (_use_compiled_when_tracing(op, x.device.type) if tracing else use_compiled(op, x.device)):
         return getattr(reference, op)(x, *args, **kwargs)
     values = [_int64(v) if k in ("seed", "offset") else v for k, v in kwargs.items()]
     out = getattr(torch.ops.micro3diff, op)(x, *args, *values)

@@ -9,7 +9,8 @@ from micro3diff.diffusion.network import SamplerOptions
 from micro3diff.diffusion.sampler import iter_sample_volume, sample_volume
 from micro3diff.diffusion.schedule import NoiseSchedule
 from micro3diff.diffusion.settings import SamplerSettings
-from micro3diff.diffusion.unet import UNET_PRESETS, UNet
+from micro3diff import _ext
+from micro3diff.diffusion.unet import UNET_PRESETS, UNet, set_fused
 from micro3diff.errors import UserError
 
 SCHEDULE = NoiseSchedule()
@@ -133,3 +134,15 @@ def test_cli_fast_flag_on_cpu_same_volume(tmp_path):
         out[flag] = (np.load(tmp_path / flag / "tiny_0.npy"), json.loads((tmp_path / flag / "tiny_0.json").read_text()))
     assert np.array_equal(out["--fast"][0], out["--no-fast"][0])
     assert out["--fast"][1]["fast"]["cuda_graph"] is False and out["--no-fast"][1]["fast"] is None
+
+
+@pytest.mark.skipif(not (_ext.HAS_EXT and _ext.has_kernel("conv3x3", "cpu")), reason="compiled CPU kernels not built")
+def test_fused_unet_is_one_graph_for_torch_compile():
+    """The fused CPU U-Net (conv3x3, group_norm_silu) traces whole: the ops' dispatch answer is a constant while
+    torch.compile traces, so no op call breaks the graph (each break recompiled per op, up to dynamo's limit)."""
+    model = tiny_unet().to(memory_format=torch.channels_last)
+    set_fused(model, True)
+    x = torch.randn(2, 1, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)(x, torch.tensor([10, 900]))
+    assert explained.graph_break_count == 0, explained.break_reasons

@@ -168,7 +168,8 @@ def write_md(rows: list[dict], results: Path) -> None:
              "S2 mean curve | S2 floor | S2 x floor | S2 shuffled | L per vol | L mean curve | L floor | L x floor | "
              "L shuffled |", "|" + "---|" * 18]
     for r in rows:
-        cells = [r["case"], r["mode"], f"{Path(r['model']).parent.name or r['model']} {r['model_sha256'][:8]} ({r['training_step']}, "
+        name = Path(r["model"]).parent.name or r["model"]
+        cells = [r["case"], r["mode"], f"{name} {r['model_sha256'][:8]} ({r['training_step']}, "
                  f"{r['schedule']['kind']}/{r['schedule'].get('prediction', 'eps')})", setting_label(r),
                  f"{r['size']} x {r['count']}", str(r["nfe"]), f"{r['seconds_per_volume']['mean']:.1f}",
                  f"{r['phi_generated']['mean']:.3f} ± {r['phi_generated']['std']:.3f} ({r['phi_reference']:.3f})"]

@@ -59,17 +59,15 @@ def test_many_blocks_and_a_partial_last_one(threads):
 
 
 PLAIN_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])  # this folder only: micro3diff is the installed package
 import torch
-from micro3diff import ops, reference
+from test_conv3x3 import _args, _close
+from micro3diff import reference
 for n, c, o, h, w, cl, up, circ in [(2, 24, 32, 13, 4, True, False, True), (3, 48, 20, 5, 12, False, True, False),
                                     (37, 64, 48, 12, 20, True, False, False)]:
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(n, c, h, w, generator=g) + 5.0
-    x = x.contiguous(memory_format=torch.channels_last) if cl else x
-    weight, bias = torch.randn(o, c, 3, 3, generator=g) / (3 * c**0.5), torch.randn(o, generator=g)
-    want = reference.conv3x3(x, weight, bias, circ, up)
-    got = torch.ops.micro3diff.conv3x3(x, weight, bias, circ, up)
-    torch.testing.assert_close(got, want, rtol=0, atol=2e-5 * float(want.abs().max()) + 1e-6)
+    x, weight, bias = _args(n, c, o, h, w, cl, seed=1, loc=5.0)
+    _close(torch.ops.micro3diff.conv3x3(x, weight, bias, circ, up), reference.conv3x3(x, weight, bias, circ, up))
 print("ok")
 """
 
@@ -78,8 +76,9 @@ print("ok")
 def test_plain_loop_products_equal_twin(tmp_path):
     """M3D_CPU_GEMM=plain: the portable loops (what CPUs without AVX2 + FMA run) instead of the register kernel,
     in a fresh interpreter (the choice is made once per process; run outside the checkout, so that it imports the
-    installed package); the same tolerance as ``_close``."""
-    out = subprocess.run([sys.executable, "-c", PLAIN_CHILD], env=dict(os.environ, M3D_CPU_GEMM="plain"),
+    installed package)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, "-c", PLAIN_CHILD, here], env=dict(os.environ, M3D_CPU_GEMM="plain"),
                          cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 

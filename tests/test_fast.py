@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
+from micro3diff import _ext
 from micro3diff.diffusion.network import SamplerOptions
 from micro3diff.diffusion.sampler import iter_sample_volume, sample_volume
 from micro3diff.diffusion.schedule import NoiseSchedule
 from micro3diff.diffusion.settings import SamplerSettings
-from micro3diff import _ext
 from micro3diff.diffusion.unet import UNET_PRESETS, UNet, set_fused
 from micro3diff.errors import UserError
 

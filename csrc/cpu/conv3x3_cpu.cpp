@@ -203,7 +203,7 @@ __attribute__((target("avx2,fma"))) void gemm_avx2(int64_t rows, int64_t K, int6
 }
 
 // AVX2 + FMA present and not turned off by M3D_CPU_GEMM=plain (the portable loops every other CPU runs; tests).
-bool has_avx2() {
+bool use_avx2() {
   static const bool yes = [] {
     const char* mode = std::getenv("M3D_CPU_GEMM");
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(mode && !std::strcmp(mode, "plain"));
@@ -214,7 +214,7 @@ bool has_avx2() {
 
 void gemm(int64_t rows, int64_t K, int64_t Op, const float* a, const float* b, float* c) {
 #ifdef M3D_AVX2
-  if (has_avx2()) return gemm_avx2(rows, K, Op, a, b, c);
+  if (use_avx2()) return gemm_avx2(rows, K, Op, a, b, c);
 #endif
   gemm_plain(rows, K, Op, a, b, c);
 }

@@ -9,15 +9,11 @@ import shlex
 from _bench import REPO, RESULTS
 from _cases import CASES, DATA_TEXT, calibrate_command
 from micro3diff.diffusion.settings import RECOMMENDED, recommended_preset
+from micro3diff.diffusion.unet import UNET_PRESETS
 from micro3diff.metrics import correlation
 from quality_report import setting_label
 
 MODELS = REPO / "micro3diff" / "models"
-
-
-# Hash prefixes of the shipped weights' earlier headers (the same weights before the header gained x0-hat
-# moments), whose rows are these weights' rows too.
-EARLIER_HEADERS = {"polycrystal": {"36654cc91eb613eb"}}
 
 
 def write_card(case: str, a) -> None:
@@ -30,9 +26,8 @@ def write_card(case: str, a) -> None:
     params = sum(p.numel() for p in ck.model.parameters())
     size_mib = ck.path.stat().st_size / 2**20
     qpath = RESULTS / "quality.json"
-    ours = {ck.sha256[:16], *EARLIER_HEADERS.get(case, ())}
     rows = [r for r in (json.loads(qpath.read_text())["rows"] if qpath.is_file() else [])
-            if r["case"] == case and r["model_sha256"] in ours]
+            if r["case"] == case and r["model_sha256"] == ck.sha256[:16]]
     auto = next((e for e in json.loads(RECOMMENDED.read_text())["models"].values() if e["sha256"] == ck.sha256), None)
 
     def is_auto(r: dict) -> bool:
@@ -44,6 +39,8 @@ def write_card(case: str, a) -> None:
     auto_text = (f"{preset.steps} steps x {preset.n_harmonize} harmonization passes, "
                  f"{preset.method.upper()}{f' eta {preset.eta:g}' if preset.method == 'ddim' else ''}, "
                  f"{preset.nfe} U-Net calls")
+    preset_name = tr.get("preset", "tiny")
+    threads = "one thread" if CASES[case].get("threads", 1) == 1 else f"{CASES[case]['threads']} threads"
     lines = [f"# `{case}`: {CASES[case]['title']}", "",
              "A small 2D v-prediction U-Net with a zero-terminal-SNR noise schedule, trained **on a shared 2-core CPU "
              f"for about {round(tr['train_seconds'] / 600) * 10} minutes** (a time box, not convergence). It is not the paper's model: the paper trains a "
@@ -52,7 +49,7 @@ def write_card(case: str, a) -> None:
              "## How it was made", "",
              "```", tr["command"], "```", "",
              f"* {tr['step']} steps in {tr['train_seconds']} s of wall time ({tr['train_seconds'] / 60:.0f} min) on "
-             f"{tr['device']}, one thread, "
+             f"{tr['device']}, {threads}, "
              f"{CASES[case]['trained_beside']}. Run from the repository root; the data step is "
              f"`benchmarks/reproduce_paper.py --stages data`. Training is deterministic on CPU.",
              f"* Shipped weights: the EMA weights of step {tr['step']}, stored as float16 "
@@ -64,7 +61,7 @@ def write_card(case: str, a) -> None:
              f"training crop {ck.data['image_size']} x {ck.data['image_size']}, 8-fold dihedral augmentation, "
              f"schedule {ck.schedule.kind} (betas {ck.schedule.beta_start:g}..{ck.schedule.beta_end:g} rescaled to "
              f"alphabar_T = 0), {ck.schedule.prediction}-prediction, T = {ck.schedule.T}.",
-             f"* U-Net (`{tr.get('preset', 'tiny')}` preset{f', a {u.stem} x {u.stem} pixel-unshuffle stem' if u.stem > 1 else ''}): dim {u.dim}, dim_mults {list(u.dim_mults)}, attention "
+             f"* U-Net (`{preset_name}` preset{f' at dim {u.dim}' if u.dim != UNET_PRESETS[preset_name].dim else ''}{f', a {u.stem} x {u.stem} pixel-unshuffle stem' if u.stem > 1 else ''}): dim {u.dim}, dim_mults {list(u.dim_mults)}, attention "
              f"{list(u.attention)}, {u.num_resnet_blocks} resnet block per level, {params / 1e6:.2f} M parameters. "
              f"Fully convolutional: it samples 64^3 (or any multiple of {u.divisor}) volumes.", "",
              "## Use", "", "```", f"m3d sample {case} --size 64 --count 10 -o out/   # --preset auto: {auto_text}",

@@ -1,12 +1,15 @@
 """CPU speed of the U-Net against this machine's fp32 matmul ceiling, reference vs fast path, in one run.
 
-Per U-Net preset: forward GFLOP/s (batch 32 of 64^2, no grad) and training images/s + GFLOP/s (forward +
-backward + AdamW, batch 16 of 48^2), reference (contiguous NCHW, eager PyTorch) vs fast (channels_last; the
-forward also with the U-Net's inference fusions, ``unet.set_fused``; training has none: autograd takes the
-reference ops), on 1 and 2 threads, each beside the same thread count's fp32 matmul GFLOP/s (1024^2). FLOPs
-come from torch.utils.flop_counter on the reference path (a training step counts forward + backward): the
-model's FLOPs, so both paths' GFLOP/s are the model's work per second (the fast forward's Winograd convolutions,
-``micro3diff::conv3x3``, do about 1/4 of the multiply-adds for the same output, so it can pass the ceiling). ``shipped`` names the preset of each shipped model.
+Per U-Net (each preset of ``--presets``, and each shipped model's own, from its training header): forward
+GFLOP/s (batch 32 of 64^2, no grad) and training images/s + GFLOP/s (forward + backward + AdamW, batch 16 of
+48^2), reference (contiguous NCHW, eager PyTorch) vs fast (channels_last; the forward also with the U-Net's
+inference fusions, ``unet.set_fused``; training has none: autograd takes the reference ops), on 1 and 2
+threads, each beside the same thread count's fp32 matmul GFLOP/s (1024^2). FLOPs come from
+torch.utils.flop_counter on the reference path (a training step counts forward + backward): the model's FLOPs,
+so both paths' GFLOP/s are the model's work per second (the fast forward's Winograd convolutions,
+``micro3diff::conv3x3``, do about 1/4 of the multiply-adds for the same output, so it can pass the ceiling).
+``shipped`` names the U-Net of each shipped model: its preset, with ``--model-dim D`` where it was trained at
+another width.
 
 Then ``m3d sample MODEL --size 64 --preset preview`` wall seconds with --no-fast / --fast for each of
 ``--sample-models``, interleaved repeats, median. ``--compile PRESET``: torch.compile (inductor, CPU) of the
@@ -18,6 +21,7 @@ Writes benchmarks/results/cpu_speed.json.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -28,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import _bench
-from micro3diff.diffusion.unet import UNET_PRESETS, UNet, set_fused
+from micro3diff.diffusion.unet import UNET_PRESETS, UNet, UNetConfig, set_fused
 from micro3diff.api import list_models
 from micro3diff.io.checkpoint import read_config, resolve
 
@@ -49,9 +53,9 @@ def _flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def _forward_inputs(preset: str, fast: bool) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """The preset's U-Net (eval) and a batch of 32 64^2 images with timesteps, channels_last when ``fast``."""
-    model = UNet(UNET_PRESETS[preset]).eval()
+def _forward_inputs(unet: UNetConfig, fast: bool) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The U-Net (eval) and a batch of 32 64^2 images with timesteps, channels_last when ``fast``."""
+    model = UNet(unet).eval()
     x, t = torch.randn(32, 1, 64, 64), torch.randint(0, 1000, (32,))
     if fast:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
@@ -59,13 +63,13 @@ def _forward_inputs(preset: str, fast: bool) -> tuple[torch.nn.Module, torch.Ten
     return model, x, t
 
 
-def forward_gflops(preset: str, fast: bool, repeats: int) -> dict:
-    model, x, t = _forward_inputs(preset, fast)
+def forward_gflops(unet: UNetConfig, fast: bool, repeats: int) -> dict:
+    model, x, t = _forward_inputs(unet, fast)
 
     def run():
         with torch.no_grad():
             model(x, t)
-    reference = _forward_inputs(preset, False)[0]
+    reference = _forward_inputs(unet, False)[0]
     with torch.no_grad():
         flops = _flops(lambda: reference(x.contiguous(), t))  # the model's FLOPs, whichever path runs
     sec = _best(run, repeats)
@@ -74,7 +78,7 @@ def forward_gflops(preset: str, fast: bool, repeats: int) -> dict:
 
 def compiled_forward(preset: str, repeats: int) -> dict:
     """torch.compile of the fast path's forward: compile seconds (first call), then eager vs compiled, interleaved."""
-    model, x, t = _forward_inputs(preset, True)
+    model, x, t = _forward_inputs(UNET_PRESETS[preset], True)
     compiled = torch.compile(model)
     with torch.no_grad():
         t0 = time.perf_counter()
@@ -88,9 +92,9 @@ def compiled_forward(preset: str, repeats: int) -> dict:
             if best["compiled"] < best["eager"] else None}
 
 
-def train_speed(preset: str, fast: bool, repeats: int) -> dict:
+def train_speed(unet: UNetConfig, fast: bool, repeats: int) -> dict:
     torch.manual_seed(0)
-    model = UNet(UNET_PRESETS[preset])
+    model = UNet(unet)
     x, t = torch.randn(16, 1, 48, 48), torch.randint(0, 1000, (16,))
     if fast:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
@@ -106,9 +110,22 @@ def train_speed(preset: str, fast: bool, repeats: int) -> dict:
     return {"images_per_s": 16 / sec, "gflops": flops / sec / 1e9, "seconds": sec}
 
 
-def shipped_presets() -> dict[str, str]:
-    """{shipped model: the U-Net preset its training header records}."""
-    return {name: read_config(resolve(name))["training"]["preset"] for name in list_models()}
+def unet_label(preset: str, unet: UNetConfig) -> str:
+    """``preset``, or ``"PRESET --model-dim D"`` for the preset at another width (``m3d train --model-dim``)."""
+    base = dataclasses.replace(UNET_PRESETS[preset], channels=unet.channels)
+    if unet == dataclasses.replace(base, dim=unet.dim):
+        return preset if unet.dim == base.dim else f"{preset} --model-dim {unet.dim}"
+    raise SystemExit(f"a shipped U-Net is neither the {preset!r} preset nor it at another width: {unet}")
+
+
+def shipped_unets() -> dict[str, tuple[str, UNetConfig]]:
+    """{shipped model: (its U-Net's label, config)}, from the preset and U-Net its training header records."""
+    out = {}
+    for name in list_models():
+        header = read_config(resolve(name))
+        unet = UNetConfig.from_dict(header["unet"])
+        out[name] = (unet_label(header["training"]["preset"], unet), unet)
+    return out
 
 
 def sample(model: str, fast: bool, threads: int) -> None:
@@ -130,18 +147,20 @@ def main() -> None:
     p.add_argument("--compile", metavar="PRESET", help="also time torch.compile of this preset (1 thread)")
     p.add_argument("--smoke", action="store_true", help="tiny run for the tests (no sampling)")
     a = p.parse_args()
+    shipped = shipped_unets()
+    unets = {name: UNET_PRESETS[name] for name in a.presets.split(",")} | dict(shipped.values())
     rows = []
     for threads in [int(v) for v in a.threads.split(",")]:
         torch.set_num_threads(threads)
-        for preset in a.presets.split(","):
+        for label, unet in unets.items():
             for fast in (False, True):
                 ceiling = matmul_gflops(a.repeats)
-                fwd, trn = forward_gflops(preset, fast, a.repeats), train_speed(preset, fast, a.repeats)
-                rows.append({"threads": threads, "preset": preset, "path": "fast" if fast else "reference",
+                fwd, trn = forward_gflops(unet, fast, a.repeats), train_speed(unet, fast, a.repeats)
+                rows.append({"threads": threads, "unet": label, "path": "fast" if fast else "reference",
                              "matmul_gflops": ceiling, "forward": fwd, "train": trn,
                              "forward_over_ceiling": fwd["gflops"] / ceiling,
                              "train_over_ceiling": trn["gflops"] / ceiling})
-                print(f"{threads} thr {preset:5s} {rows[-1]['path']:9s}: matmul {ceiling:.0f}, forward "
+                print(f"{threads} thr {label:5s} {rows[-1]['path']:9s}: matmul {ceiling:.0f}, forward "
                       f"{fwd['gflops']:.0f} GFLOP/s ({rows[-1]['forward_over_ceiling']:.2f}), train "
                       f"{trn['images_per_s']:.0f} img/s {trn['gflops']:.0f} GFLOP/s ({rows[-1]['train_over_ceiling']:.2f})",
                       flush=True)
@@ -166,7 +185,7 @@ def main() -> None:
                            "speedup": med["reference"] / med["fast"]}
         print(f"m3d sample {model} preview 64^3: reference {med['reference']:.1f} s, fast {med['fast']:.1f} s, "
               f"x{sampling[model]['speedup']:.2f}", flush=True)
-    _bench.write_result(_bench.RESULTS / "cpu_speed.json", {"note": a.note, "shipped": shipped_presets(),
+    _bench.write_result(_bench.RESULTS / "cpu_speed.json", {"note": a.note, "shipped": {m: label for m, (label, _) in shipped.items()},
                                                             "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
                                                             "unet": rows, "compile": compiled, "sample": sampling},
                         "cpu", __file__)

@@ -1,7 +1,13 @@
 """benchmarks/_bench.py: interleaved timing, the rerun command and the result file's facts; cpu_speed.py's FLOP count."""
+import dataclasses
 import json
 import sys
 from pathlib import Path
+
+import pytest
+
+from micro3diff.diffusion.unet import UNET_PRESETS
+from micro3diff.io.checkpoint import load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import _bench  # noqa: E402
@@ -33,8 +39,21 @@ def test_cpu_speed_counts_the_models_flops_on_both_paths():
     """The fast forward (channels_last + inference fusions) is credited with the model's FLOPs, the reference count."""
     import cpu_speed
 
-    ref, fast = (cpu_speed.forward_gflops("cpu", f, repeats=1) for f in (False, True))
+    ref, fast = (cpu_speed.forward_gflops(UNET_PRESETS["cpu"], f, repeats=1) for f in (False, True))
     assert ref["gflop_per_image"] == fast["gflop_per_image"] > 0
-    assert cpu_speed.train_speed("tiny", True, repeats=1)["images_per_s"] > 0
-    shipped = cpu_speed.shipped_presets()
-    assert set(shipped) == {"spheres", "polycrystal", "carbonate"} and set(shipped.values()) <= {"tiny", "cpu"}
+    assert cpu_speed.train_speed(UNET_PRESETS["tiny"], True, repeats=1)["images_per_s"] > 0
+    shipped = cpu_speed.shipped_unets()
+    assert set(shipped) == {"spheres", "polycrystal", "carbonate"}
+    for model, (label, unet) in shipped.items():  # each label names the architecture the model has
+        assert unet == load_checkpoint(model, "cpu").model.config
+        assert label.split()[0] in UNET_PRESETS
+
+
+def test_cpu_speed_labels_a_preset_at_another_width():
+    import cpu_speed
+
+    tiny = UNET_PRESETS["tiny"]
+    assert cpu_speed.unet_label("tiny", tiny) == "tiny"
+    assert cpu_speed.unet_label("tiny", dataclasses.replace(tiny, dim=32)) == "tiny --model-dim 32"
+    with pytest.raises(SystemExit):
+        cpu_speed.unet_label("tiny", dataclasses.replace(tiny, dim_mults=(1, 2, 4)))

@@ -68,17 +68,18 @@ class UNetConfig:
 
 
 UNET_PRESETS: dict[str, UNetConfig] = {
-    # CPU tests and quick experiments.
+    # CPU tests and quick experiments; at dim 32 (m3d train --model-dim 32: 32 / 64 / 64 channels, full resolution)
+    # the shipped polycrystal model, for which the `cpu` preset missed L in 3D (training_runs/README.md).
     "tiny": UNetConfig(dim=16, dim_mults=(1, 2, 2), attention=(False, False, False), num_resnet_blocks=1, heads=2,
                        head_dim=16),
-    # Shipped CPU-trained models.
+    # The default of m3d train: wider, with attention at the deepest level.
     "small": UNetConfig(dim=32, dim_mults=(1, 2, 2, 4), attention=(False, False, False, True), num_resnet_blocks=1,
                         heads=4, head_dim=32),
     "base": UNetConfig(dim=64, dim_mults=(1, 2, 4, 8), attention=(False, False, True, True), num_resnet_blocks=2,
                        heads=4, head_dim=32),
     # Paper A.1: dim 128, mults 1,2,4,8, attention F,F,T,T, 2 resnet blocks, 8 heads of 64.
-    # CPU-shaped (the shipped spheres model): a 2x2 pixel-unshuffle stem, then 48 / 96 / 96 channels at 1/2, 1/4,
-    # 1/8 of the resolution: 2.2x tiny's FLOPs in about tiny's seconds (benchmarks/results/cpu_speed.json).
+    # CPU-shaped (the shipped spheres and carbonate models): a 2x2 pixel-unshuffle stem, then 48 / 96 / 96 channels
+    # at 1/2, 1/4, 1/8 of the resolution: 2.2x tiny's FLOPs in about tiny's seconds (benchmarks/results/cpu_speed.json).
     "cpu": UNetConfig(dim=48, dim_mults=(1, 2, 2), attention=(False, False, False), num_resnet_blocks=1, heads=2,
                       head_dim=16, stem=2),
     "paper": UNetConfig(dim=128, dim_mults=(1, 2, 4, 8), attention=(False, False, True, True), num_resnet_blocks=2,

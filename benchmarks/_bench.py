@@ -24,7 +24,8 @@ RESULTS = REPO / "benchmarks" / "results"
 CARBONATE = REPO.parent / "shared" / "data" / "li2018" / "carbonate_resized.npy"  # read at run time, never copied
 sys.path.append(str(REPO))  # the source tree, only if micro3diff is not installed
 
-from micro3diff.io.files import device_name, provenance, write_json# noqa: E402
+from micro3diff.diffusion.unet import UNET_PRESETS, UNet, UNetConfig  # noqa: E402
+from micro3diff.io.files import device_name, provenance, write_json  # noqa: E402
 
 M3D = [sys.executable, "-c", "from micro3diff.cli import main; main()"]
 
@@ -139,9 +140,15 @@ def ops_mode(mode: str):
 def random_unet(preset: str, device: torch.device | str = "cpu") -> torch.nn.Module:
     """A U-Net of ``preset`` with seed-0 random weights, in eval mode (its zero-initialised output layer drawn
     too, so that eps is not 0)."""
-    from micro3diff.diffusion.unet import UNET_PRESETS, UNet
-
     torch.manual_seed(0)
     model = UNet(UNET_PRESETS[preset])
     torch.nn.init.normal_(model.out_conv.weight, std=0.02)
     return model.to(device).eval()
+
+
+def unet_label(preset: str, unet: UNetConfig) -> str:
+    """``preset``, or ``"PRESET --model-dim D"`` for the preset at another width (``m3d train --model-dim``)."""
+    base = dataclasses.replace(UNET_PRESETS[preset], channels=unet.channels)
+    if unet == dataclasses.replace(base, dim=unet.dim):
+        return preset if unet.dim == base.dim else f"{preset} --model-dim {unet.dim}"
+    raise SystemExit(f"a U-Net is neither the {preset!r} preset nor it at another width: {unet}")

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import shlex
 
-from _bench import REPO, RESULTS
+from _bench import REPO, RESULTS, unet_label
 from _cases import CASES, DATA_TEXT, calibrate_command
 from micro3diff.diffusion.settings import RECOMMENDED, recommended_preset
-from micro3diff.diffusion.unet import UNET_PRESETS
 from micro3diff.metrics import correlation
 from quality_report import setting_label
 
@@ -39,7 +38,6 @@ def write_card(case: str, a) -> None:
     auto_text = (f"{preset.steps} steps x {preset.n_harmonize} harmonization passes, "
                  f"{preset.method.upper()}{f' eta {preset.eta:g}' if preset.method == 'ddim' else ''}, "
                  f"{preset.nfe} U-Net calls")
-    preset_name = tr.get("preset", "tiny")
     threads = "one thread" if CASES[case].get("threads", 1) == 1 else f"{CASES[case]['threads']} threads"
     lines = [f"# `{case}`: {CASES[case]['title']}", "",
              "A small 2D v-prediction U-Net with a zero-terminal-SNR noise schedule, trained **on a shared 2-core CPU "
@@ -61,7 +59,7 @@ def write_card(case: str, a) -> None:
              f"training crop {ck.data['image_size']} x {ck.data['image_size']}, 8-fold dihedral augmentation, "
              f"schedule {ck.schedule.kind} (betas {ck.schedule.beta_start:g}..{ck.schedule.beta_end:g} rescaled to "
              f"alphabar_T = 0), {ck.schedule.prediction}-prediction, T = {ck.schedule.T}.",
-             f"* U-Net (`{preset_name}` preset{f' at dim {u.dim}' if u.dim != UNET_PRESETS[preset_name].dim else ''}{f', a {u.stem} x {u.stem} pixel-unshuffle stem' if u.stem > 1 else ''}): dim {u.dim}, dim_mults {list(u.dim_mults)}, attention "
+             f"* U-Net (preset `{unet_label(tr.get('preset', 'tiny'), u)}`{f', a {u.stem} x {u.stem} pixel-unshuffle stem' if u.stem > 1 else ''}): dim {u.dim}, dim_mults {list(u.dim_mults)}, attention "
              f"{list(u.attention)}, {u.num_resnet_blocks} resnet block per level, {params / 1e6:.2f} M parameters. "
              f"Fully convolutional: it samples 64^3 (or any multiple of {u.divisor}) volumes.", "",
              "## Use", "", "```", f"m3d sample {case} --size 64 --count 10 -o out/   # --preset auto: {auto_text}",

@@ -21,7 +21,6 @@ Writes benchmarks/results/cpu_speed.json.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 import time
@@ -110,21 +109,13 @@ def train_speed(unet: UNetConfig, fast: bool, repeats: int) -> dict:
     return {"images_per_s": 16 / sec, "gflops": flops / sec / 1e9, "seconds": sec}
 
 
-def unet_label(preset: str, unet: UNetConfig) -> str:
-    """``preset``, or ``"PRESET --model-dim D"`` for the preset at another width (``m3d train --model-dim``)."""
-    base = dataclasses.replace(UNET_PRESETS[preset], channels=unet.channels)
-    if unet == dataclasses.replace(base, dim=unet.dim):
-        return preset if unet.dim == base.dim else f"{preset} --model-dim {unet.dim}"
-    raise SystemExit(f"a shipped U-Net is neither the {preset!r} preset nor it at another width: {unet}")
-
-
 def shipped_unets() -> dict[str, tuple[str, UNetConfig]]:
     """{shipped model: (its U-Net's label, config)}, from the preset and U-Net its training header records."""
     out = {}
     for name in list_models():
         header = read_config(resolve(name))
         unet = UNetConfig.from_dict(header["unet"])
-        out[name] = (unet_label(header["training"]["preset"], unet), unet)
+        out[name] = (_bench.unet_label(header["training"]["preset"], unet), unet)
     return out
 
 
@@ -185,7 +176,8 @@ def main() -> None:
                            "speedup": med["reference"] / med["fast"]}
         print(f"m3d sample {model} preview 64^3: reference {med['reference']:.1f} s, fast {med['fast']:.1f} s, "
               f"x{sampling[model]['speedup']:.2f}", flush=True)
-    _bench.write_result(_bench.RESULTS / "cpu_speed.json", {"note": a.note, "shipped": {m: label for m, (label, _) in shipped.items()},
+    labels = {m: label for m, (label, _) in shipped.items()}
+    _bench.write_result(_bench.RESULTS / "cpu_speed.json", {"note": a.note, "shipped": labels,
                                                             "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
                                                             "unet": rows, "compile": compiled, "sample": sampling},
                         "cpu", __file__)

@@ -49,11 +49,9 @@ def test_cpu_speed_counts_the_models_flops_on_both_paths():
         assert label.split()[0] in UNET_PRESETS
 
 
-def test_cpu_speed_labels_a_preset_at_another_width():
-    import cpu_speed
-
+def test_unet_label_names_a_preset_at_another_width():
     tiny = UNET_PRESETS["tiny"]
-    assert cpu_speed.unet_label("tiny", tiny) == "tiny"
-    assert cpu_speed.unet_label("tiny", dataclasses.replace(tiny, dim=32)) == "tiny --model-dim 32"
+    assert _bench.unet_label("tiny", tiny) == "tiny"
+    assert _bench.unet_label("tiny", dataclasses.replace(tiny, dim=32)) == "tiny --model-dim 32"
     with pytest.raises(SystemExit):
-        cpu_speed.unet_label("tiny", dataclasses.replace(tiny, dim_mults=(1, 2, 4)))
+        _bench.unet_label("tiny", dataclasses.replace(tiny, dim_mults=(1, 2, 4)))
